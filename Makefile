@@ -1,0 +1,34 @@
+# Quick start: `make lab` (set up, open the notebooks) and `make test` (set up, run every test and notebook).
+PYTHON ?= python3
+VENV ?= .venv
+# Users keep the open spec; CI passes TORCH_SPEC=torch==2.13.0 (a CPU build on local disk there).
+TORCH_SPEC ?= torch>=2.4
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.calgrpo-installed
+DATA_DIR ?= $(firstword $(CALGRPO_DATA_DIR) $(wildcard ../shared/data))
+
+.PHONY: setup lab test lint train experiment clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	CALGRPO_DATA_DIR=$(DATA_DIR) MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks --nbval-lax -q
+
+train: setup
+	$(BIN)/python -m calgrpo_lib train --preset tiny
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

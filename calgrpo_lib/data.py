@@ -1,0 +1,86 @@
+"""Problem sets: GSM8K (local JSONL or the Hugging Face hub) and the synthetic task, as one record type.
+
+``load_gsm8k(split, path)`` looks, in order, at ``path`` (a ``.jsonl`` file or a folder holding ``{split}.jsonl``),
+then ``$CALGRPO_DATA_DIR/gsm8k/{split}.jsonl``, then the hub (``datasets.load_dataset("openai/gsm8k", "main")``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .rewards import parse_number
+from .tasks import SPLITS, Problem, TaskConfig, generate_problems
+from .validation import check_choice, check_int
+
+__all__ = ["load_gsm8k", "gsm8k_problem", "load_problems", "TASKS", "DATA_DIR_ENV"]
+
+TASKS = ("synthetic", "gsm8k")
+DATA_DIR_ENV = "CALGRPO_DATA_DIR"
+_HOW_TO_GET = ("Get the data with `datasets.load_dataset('openai/gsm8k', 'main')` on a machine with a network, "
+               "or download train.jsonl/test.jsonl from github.com/openai/grade-school-math into a folder and pass "
+               f"path=FOLDER or set {DATA_DIR_ENV}=PARENT (files at PARENT/gsm8k/{{split}}.jsonl).")
+
+
+def gsm8k_problem(record: dict, id: str = "") -> Problem:
+    """Turn one GSM8K record ``{"question", "answer"}`` into a :class:`Problem`."""
+    answer = record["answer"]
+    body, sep, final_text = answer.rpartition("####")
+    final = parse_number(final_text)
+    if not sep or final is None:
+        raise ValueError(f"GSM8K record {id or record.get('question', '')[:40]!r} has no '#### n' final answer")
+    steps = tuple(line.strip() for line in body.splitlines() if line.strip())
+    final_value: int | float = int(final) if float(final).is_integer() else final
+    return Problem(record["question"], answer, steps, final_value, id=id, source="gsm8k")
+
+
+def _local_file(split: str, path: str | os.PathLike | None) -> Path | None:
+    if path is not None:
+        p = Path(path)
+        p = p / f"{split}.jsonl" if p.is_dir() else p
+        if not p.is_file():
+            raise FileNotFoundError(f"path={str(path)!r}: no GSM8K file at {p}. {_HOW_TO_GET}")
+        return p
+    if os.environ.get(DATA_DIR_ENV):
+        p = Path(os.environ[DATA_DIR_ENV]) / "gsm8k" / f"{split}.jsonl"
+        if not p.is_file():
+            raise FileNotFoundError(f"{DATA_DIR_ENV}={os.environ[DATA_DIR_ENV]!r}: no GSM8K file at {p}. {_HOW_TO_GET}")
+        return p
+    return None
+
+
+def load_gsm8k(split: str = "train", path: str | os.PathLike | None = None) -> list[Problem]:
+    """GSM8K ``split`` ("train": 7473 problems, "test": 1319) as a list of :class:`Problem`."""
+    check_choice("split", split, SPLITS)
+    local = _local_file(split, path)
+    if local is not None:
+        with open(local, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    else:
+        try:
+            import datasets
+
+            records = list(datasets.load_dataset("openai/gsm8k", "main", split=split))
+        except Exception as e:  # no network, no cache, hub offline
+            raise RuntimeError(f"could not load GSM8K split={split!r} from the Hugging Face hub ({type(e).__name__}: "
+                               f"{e}). {_HOW_TO_GET}") from e
+    return [gsm8k_problem(r, id=f"gsm8k-{split}-{i}") for i, r in enumerate(records)]
+
+
+def load_problems(task: str = "synthetic", split: str = "train", n: int | None = None, seed: int = 0,
+                  config: TaskConfig | None = None, path: str | os.PathLike | None = None) -> list[Problem]:
+    """``n`` problems of ``task`` ("synthetic" or "gsm8k"); GSM8K is shuffled by ``seed`` before taking ``n``."""
+    check_choice("task", task, TASKS)
+    if task == "synthetic":
+        check_int("n", n if n is not None else 512, 1, None)
+        return generate_problems(n if n is not None else 512, seed=seed, split=split, config=config)
+    problems = load_gsm8k(split, path)
+    if n is None:
+        return problems
+    check_int("n", n, 1, None)
+    import random
+
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    return [problems[i] for i in order[:n]]
