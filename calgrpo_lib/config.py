@@ -1,0 +1,161 @@
+"""Training configuration: one dataclass, validated on creation, and named presets.
+
+Field names follow TRL's ``GRPOConfig`` where one exists (``num_generations``, ``learning_rate``, ``beta``,
+``epsilon``, ``epsilon_high``, ``num_iterations``, ``loss_type``, ``scale_rewards``, ``temperature``, ``top_p``,
+``max_new_tokens``, ...). Every check runs in ``__post_init__``, so a bad value fails before any model work, with a
+message naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .validation import check_choice, check_float, check_int, check_type
+
+__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "LOSS_TYPES", "ORACLES", "SCALE_REWARDS"]
+
+CREDIT_MODE_CHOICES = ("sequence", "cal_sparse", "cal_hybrid", "prefix")  # == credit.CREDIT_MODES (a test checks)
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+ORACLES = ("stepcheck", "gemini", "openai", "local", "none")
+SCALE_REWARDS = ("group", "batch", "none")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class GRPOConfig:
+    """Everything one GRPO run needs. Defaults are the ``tiny`` preset: the shipped tiny policy on the synthetic
+    task, with the exact offline step checker as oracle, on a CPU."""
+
+    # --- world: model, data, prompt, reward
+    model: str = "tiny"  #: "tiny" (shipped) or a hub id / local path for AutoModelForCausalLM
+    task: str = "synthetic"  #: "synthetic" or "gsm8k"
+    data_path: str | None = None  #: GSM8K folder or file (default: $CALGRPO_DATA_DIR/gsm8k, else the hub)
+    prompt_style: str = "plain"  #: "plain", "r1_zero" or "chat" (see rewards.build_prompt)
+    reward_format: str = "gsm8k"  #: format rewarded: "gsm8k" (#### n) or "r1" (<think>/<answer>)
+    answer_weight: float = 0.8  #: reward weight of a right final answer
+    format_weight: float = 0.2  #: reward weight of a well-formed answer
+    train_size: int = 4096  #: training prompts drawn (synthetic: generated; gsm8k: the first n after a shuffle)
+    eval_size: int = 256  #: held-out prompts for greedy evaluation
+    # --- sampling
+    prompts_per_step: int = 8  #: B, distinct prompts per step
+    num_generations: int = 8  #: G, completions per prompt (the group)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    # --- advantages and credit
+    scale_rewards: str = "group"  #: "group" (GRPO), "batch" (TRL) or "none" (Dr. GRPO)
+    credit_mode: str = "cal_hybrid"  #: "sequence", "cal_sparse", "cal_hybrid" or "prefix" (see credit.py)
+    negative_reward: float = -1.0  #: R- of the credit modes (<= 0)
+    lam: float = 0.5  #: weight of the extra error-span push-down in cal_hybrid (>= 0)
+    max_error_span_tokens: int = 48  #: a longer span falls back to sequence credit
+    oracle: str = "stepcheck"  #: "stepcheck" (exact, offline), "gemini", "openai", "local" or "none"
+    oracle_model: str | None = None  #: model id for gemini / openai / local oracles (None = the backend default)
+    oracle_base_url: str | None = None  #: base URL of an OpenAI-compatible server (vLLM, ollama)
+    oracle_concurrency: int = 16
+    oracle_cache: str | None = None  #: sqlite file for oracle verdicts (default: <output_dir>/oracle_cache.sqlite)
+    # --- loss and optimisation
+    loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0  #: KL weight (k3 estimator); 0 loads no reference model
+    epsilon: float = 0.2  #: PPO clip range, lower side (and upper when epsilon_high is None)
+    epsilon_high: float | None = None  #: upper clip range (DAPO's clip-higher), None = epsilon
+    num_iterations: int = 1  #: optimisation passes over each batch of rollouts (mu in the GRPO paper)
+    microbatch_size: int = 64  #: sequences per forward/backward; gradients accumulate over microbatches
+    max_steps: int = 150
+    # --- bookkeeping
+    eval_every: int = 25  #: greedy held-out evaluation every N steps (and before and after); 0 = only before/after
+    save_every: int = 50  #: checkpoint every N steps (and at the end, and on Ctrl-C); 0 = only at the end
+    output_dir: str = "runs/tiny"
+    resume: bool = False  #: continue from the last checkpoint in output_dir
+    seed: int = 0
+    device: str = "auto"  #: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps"
+    dtype: str = "auto"  #: "auto" (bf16 on GPUs that support it, else fp32), "float32", "bfloat16", "float16"
+    extra: dict[str, Any] = field(default_factory=dict)  #: free-form notes stored with the run
+
+    def __post_init__(self) -> None:
+        check_type("model", self.model, str)
+        check_choice("task", self.task, ("synthetic", "gsm8k"))
+        check_choice("prompt_style", self.prompt_style, ("plain", "r1_zero", "chat"))
+        check_choice("reward_format", self.reward_format, ("gsm8k", "r1"))
+        check_float("answer_weight", self.answer_weight, 0.0)
+        check_float("format_weight", self.format_weight, 0.0)
+        if self.answer_weight + self.format_weight <= 0:
+            raise ValueError("answer_weight + format_weight must be > 0; got "
+                             f"{self.answer_weight} + {self.format_weight}")
+        check_int("train_size", self.train_size, 1, None)
+        check_int("eval_size", self.eval_size, 0, None)
+        check_int("prompts_per_step", self.prompts_per_step, 1, None)
+        check_int("num_generations", self.num_generations, 2, None)
+        check_float("temperature", self.temperature, 0.0, None, low_open=True)
+        check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_int("max_new_tokens", self.max_new_tokens, 1, None)
+        check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        check_choice("credit_mode", self.credit_mode, CREDIT_MODE_CHOICES)
+        check_float("negative_reward", self.negative_reward, None, 0.0)
+        check_float("lam", self.lam, 0.0)
+        check_int("max_error_span_tokens", self.max_error_span_tokens, 1, None)
+        check_choice("oracle", self.oracle, ORACLES)
+        if self.credit_mode != "sequence" and self.oracle == "none":
+            raise ValueError(f"credit_mode={self.credit_mode!r} needs an oracle, but oracle='none'; allowed: "
+                             f"credit_mode='sequence' with oracle='none', or an oracle in {ORACLES[:-1]}")
+        check_int("oracle_concurrency", self.oracle_concurrency, 1, 256)
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        check_float("learning_rate", self.learning_rate, 0.0, None, low_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
+        check_float("beta", self.beta, 0.0)
+        check_float("epsilon", self.epsilon, 0.0, None, low_open=True)
+        if self.epsilon_high is not None:
+            check_float("epsilon_high", self.epsilon_high, self.epsilon)
+        check_int("num_iterations", self.num_iterations, 1, None)
+        check_int("microbatch_size", self.microbatch_size, 1, None)
+        check_int("max_steps", self.max_steps, 1, None)
+        check_int("eval_every", self.eval_every, 0, None)
+        check_int("save_every", self.save_every, 0, None)
+        check_type("output_dir", self.output_dir, str)
+        check_type("resume", self.resume, bool)
+        check_int("seed", self.seed, 0, None)
+        check_choice("device", self.device, DEVICES)
+        check_choice("dtype", self.dtype, DTYPES)
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per step, ``prompts_per_step * num_generations``."""
+        return self.prompts_per_step * self.num_generations
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> GRPOConfig:
+        """A copy with ``changes`` applied (validated again); unknown names raise, listing the fields."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; allowed: {sorted(names)}")
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU, minutes: the shipped tiny policy on the synthetic task, exact offline oracle.
+    "tiny": {},
+    # The same on a GPU with a larger batch.
+    "tiny-gpu": {"prompts_per_step": 32, "num_generations": 16, "microbatch_size": 512, "device": "cuda",
+                 "output_dir": "runs/tiny-gpu"},
+    # Real models, for users with a hub connection and a GPU (~24 GB for 1.5B with beta=0; 0.5B fits in ~12 GB).
+    "qwen-gsm8k": {"model": "Qwen/Qwen2.5-0.5B-Instruct", "task": "gsm8k", "prompt_style": "chat",
+                   "oracle": "gemini", "max_new_tokens": 384, "prompts_per_step": 16, "num_generations": 8,
+                   "learning_rate": 1e-6, "microbatch_size": 16, "max_steps": 300, "eval_size": 256,
+                   "temperature": 0.9, "device": "cuda", "output_dir": "runs/qwen-gsm8k", "loss_type": "dr_grpo",
+                   "scale_rewards": "none", "beta": 0.0},
+}
+
+
+def preset(name: str, **overrides: Any) -> GRPOConfig:
+    """The config of preset ``name`` (``tiny``, ``tiny-gpu``, ``qwen-gsm8k``) with ``overrides`` applied."""
+    check_choice("preset", name, tuple(PRESETS))
+    return GRPOConfig().replace(**{**PRESETS[name], **overrides})

@@ -1,0 +1,151 @@
+"""Check a learner's function against the library's reference on random inputs.
+
+In a notebook::
+
+    def my_group_advantages(rewards):          # (B, G) -> (B, G)
+        ...
+    check_exercise("group_advantages", my_group_advantages)   # prints PASS, or FAIL with the input and a hint
+
+The checker never raises because of the learner's code: an exception, a wrong shape or a wrong value is reported
+as FAIL (with a hint) and ``False`` is returned. Exercises (``EXERCISES``):
+
+- ``group_advantages``: ``f(rewards (B, G)) -> (B, G)``, ``(r - mean) / (unbiased std + 1e-4)`` per group, and 0 for
+  groups whose rewards are all equal;
+- ``rloo``: ``f(rewards (B, G)) -> (B, G)``, ``r_i - mean of the other G - 1 rewards of the group``;
+- ``cal_hybrid``: ``f(seq_adv (N,), response_mask (N, T), error_mask (N, T), is_wrong (N,), lam) -> (N, T)``,
+  ``A_i * m_it + lam * (-1) * e_it`` on wrong answers (``negative_reward = -1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .advantages import group_advantages, rloo_advantages
+from .credit import token_advantages
+from .validation import check_choice, check_int, check_type
+
+__all__ = ["Exercise", "EXERCISES", "check_exercise"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A task: random inputs (``make_inputs(generator) -> tuple of arguments``), the reference, a hint."""
+
+    signature: str
+    make_inputs: Callable[[torch.Generator], tuple]
+    reference: Callable[..., torch.Tensor]
+    hint: str
+
+
+def _random_rewards(gen: torch.Generator) -> tuple[torch.Tensor]:
+    b = int(torch.randint(1, 6, (), generator=gen))
+    g = int(torch.randint(2, 9, (), generator=gen))
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0:  # pass / fail rewards: some groups all-right or all-wrong
+        rewards = torch.randint(0, 2, (b, g), generator=gen).float()
+    elif kind == 1:  # graded rewards
+        rewards = torch.rand(b, g, generator=gen) * 2 - 0.5
+    else:  # one flat group among graded ones
+        rewards = torch.rand(b, g, generator=gen)
+        rewards[0] = 0.5
+    return (rewards,)
+
+
+def _random_credit_inputs(gen: torch.Generator) -> tuple:
+    n = int(torch.randint(1, 7, (), generator=gen))
+    t = int(torch.randint(1, 12, (), generator=gen))
+    lengths = torch.randint(0, t + 1, (n,), generator=gen)  # 0 = empty response
+    response_mask = torch.arange(t)[None, :] < lengths[:, None]  # (N, T), right padding
+    is_wrong = torch.rand(n, generator=gen) < 0.6
+    starts = (torch.rand(n, generator=gen) * lengths).long()
+    span = torch.randint(1, 4, (n,), generator=gen)
+    pos = torch.arange(t)[None, :]
+    error_mask = (pos >= starts[:, None]) & (pos < (starts + span)[:, None]) & response_mask
+    error_mask &= is_wrong[:, None] & (torch.rand(n, generator=gen) < 0.8)[:, None]  # some oracle failures
+    seq_adv = torch.randn(n, generator=gen)
+    lam = float(torch.rand((), generator=gen) * 2)
+    return seq_adv, response_mask, error_mask, is_wrong, lam
+
+
+def _ref_group(rewards: torch.Tensor) -> torch.Tensor:
+    return group_advantages(rewards, rewards.shape[1], scale="group", std="unbiased", eps=1e-4)
+
+
+def _ref_rloo(rewards: torch.Tensor) -> torch.Tensor:
+    return rloo_advantages(rewards, rewards.shape[1])
+
+
+def _ref_hybrid(seq_adv, response_mask, error_mask, is_wrong, lam) -> torch.Tensor:
+    return token_advantages(seq_adv, response_mask, error_mask, is_wrong, "cal_hybrid", negative_reward=-1.0,
+                            lam=lam)[0]
+
+
+EXERCISES: dict[str, Exercise] = {
+    "group_advantages": Exercise(
+        "f(rewards: (B, G) float tensor) -> (B, G)", _random_rewards, _ref_group,
+        "per row: subtract rewards.mean(dim=1, keepdim=True), divide by rewards.std(dim=1, keepdim=True) + 1e-4 "
+        "(torch's std is the unbiased one), and return exactly 0 for rows whose rewards are all equal"),
+    "rloo": Exercise(
+        "f(rewards: (B, G) float tensor) -> (B, G)", _random_rewards, _ref_rloo,
+        "the mean of the others is (row sum - r_i) / (G - 1); no std scaling here"),
+    "cal_hybrid": Exercise(
+        "f(seq_adv (N,), response_mask (N, T) bool, error_mask (N, T) bool, is_wrong (N,) bool, lam) -> (N, T)",
+        _random_credit_inputs, _ref_hybrid,
+        "broadcast seq_adv[:, None] over the response tokens only (multiply by response_mask), then add "
+        "lam * -1 on error_mask tokens of wrong answers; padding must stay exactly 0"),
+}
+
+
+def _describe(args: tuple) -> str:
+    parts = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            parts.append(f"tensor{tuple(a.shape)}={a.tolist()}" if a.numel() <= 24 else f"tensor{tuple(a.shape)}")
+        else:
+            parts.append(repr(a))
+    return ", ".join(parts)
+
+
+def _first_mismatch(name: str, user_fn: Callable[..., Any], trials: int, seed: int) -> str | None:
+    """None when ``user_fn`` matches the reference on every trial, else a message describing the first failure."""
+    exercise = EXERCISES[name]
+    gen = torch.Generator().manual_seed(seed)
+    for trial in range(trials):
+        args = exercise.make_inputs(gen)
+        expected = exercise.reference(*args)
+        user_args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)  # the learner may mutate
+        where = f"trial {trial + 1}/{trials}, inputs: {_describe(args)}"
+        try:
+            got = user_fn(*user_args)
+        except Exception as exc:  # the learner's code: report, never propagate
+            return f"your function raised {type(exc).__name__}: {exc} ({where})"
+        if not isinstance(got, torch.Tensor):
+            return f"your function returned {type(got).__name__}, expected a torch.Tensor ({where})"
+        if tuple(got.shape) != tuple(expected.shape):
+            return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} ({where})"
+        if not torch.allclose(got.detach().to(expected.dtype), expected, atol=1e-4, rtol=1e-4, equal_nan=False):
+            return f"values differ ({where})\n  expected: {expected.tolist()}\n  got:      {got.tolist()}"
+    return None
+
+
+def check_exercise(name: str, user_fn: Callable[..., Any], *, trials: int = 25, seed: int = 0) -> bool:
+    """Compare ``user_fn`` with the reference of exercise ``name`` on ``trials`` random inputs; print the verdict.
+
+    Returns True on PASS. A failure (exception, wrong type, shape or value) prints FAIL, the first failing input
+    and a hint, and returns False; it does not raise.
+    """
+    check_choice("name", name, EXERCISES)
+    if not callable(user_fn):
+        raise TypeError(f"user_fn={user_fn!r} is not callable; allowed: a function {EXERCISES[name].signature}")
+    check_int("trials", trials, 1, None)
+    check_type("seed", seed, int)
+    problem = _first_mismatch(name, user_fn, trials, seed)
+    if problem is None:
+        print(f"PASS {name}: matches the reference on {trials} random inputs")
+        return True
+    print(f"FAIL {name}: {problem}\n  hint: {EXERCISES[name].hint}")
+    return False

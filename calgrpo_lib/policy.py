@@ -1,0 +1,396 @@
+"""The policy: load a causal language model, sample completions from it in batches, and score it.
+
+Two kinds of policy go through the same :func:`load_policy`:
+
+- ``"tiny"``: a 3M-parameter Llama shipped inside the package (``calgrpo_lib/models/tiny/``), trained by
+  :func:`calgrpo_lib.policy_build.build_tiny_policy` on the synthetic task. It loads offline in about a second and
+  answers the ``build_prompt(question, "plain")`` prompt in GSM8K form, ending with ``#### n`` and its EOS token.
+- any Hugging Face hub id (e.g. ``"Qwen/Qwen2.5-0.5B-Instruct"``) or local folder saved with ``save_pretrained``.
+
+:func:`generate` is the sampling primitive the GRPO trainer builds on. Its shapes, with ``N = len(prompts) *
+num_return_sequences`` rows ordered prompt-major (the samples of prompt ``i`` are rows ``i*G .. i*G+G-1``)::
+
+    prompt_ids      (N, P)  long   left-padded with pad_id     prompt_mask      (N, P)  1 = real prompt token
+    completion_ids  (N, T)  long   right-padded with pad_id    completion_mask  (N, T)  1 = generated token
+
+A completion stops at the first stop token (the tokenizer's EOS and the model's ``generation_config`` EOS ids);
+that token is kept in ``completion_ids`` with mask 1, because it is part of the loss. ``texts[i]`` is the decoded
+completion without special tokens. Masks are built from lengths, never by comparing ids with ``pad_id``.
+
+Command line: ``python -m calgrpo_lib.policy build --out DIR`` (re)builds the tiny policy;
+``python -m calgrpo_lib.policy eval [--model tiny]`` prints its held-out greedy accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .rewards import build_prompt, format_reward, is_correct
+from .tasks import Problem
+from .validation import check_choice, check_float, check_int, check_type
+
+__all__ = [
+    "TINY", "TINY_DIR", "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN", "Generation", "load_policy", "pick_device",
+    "pick_dtype", "generate", "greedy_accuracy", "group_stats", "main",
+]
+
+TINY = "tiny"
+TINY_DIR = Path(__file__).resolve().parent / "models" / "tiny"
+BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = "<|bos|>", "<|eos|>", "<|pad|>"
+DEVICES = ("cuda", "mps", "cpu")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy re-export of :func:`calgrpo_lib.policy_build.build_tiny_policy` (it imports this module)."""
+    if name == "build_tiny_policy":
+        from .policy_build import build_tiny_policy
+
+        return build_tiny_policy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks the best available: cuda, then mps, then cpu."""
+    if device is not None:
+        check_type("device", device, (str, torch.device))
+        dev = torch.device(device)
+        check_choice("device", dev.type, DEVICES)
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """``dtype`` as a ``torch.dtype``; ``None`` picks bfloat16 on a CUDA GPU that supports it, else float32."""
+    if dtype is not None:
+        if isinstance(dtype, torch.dtype):
+            check_choice("dtype", dtype, (torch.float32, torch.bfloat16, torch.float16))
+            return dtype
+        check_type("dtype", dtype, (str, torch.dtype))
+        check_choice("dtype", dtype, tuple(_DTYPES))
+        return _DTYPES[dtype]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _hub_error(name: str, err: OSError) -> OSError:
+    return OSError(
+        f"could not load the policy {name!r}: it is not a local folder and the Hugging Face hub could not serve it "
+        f"(no network, a typo, or a gated model). On a machine with a network run `hf download {name} --local-dir "
+        f"DIR` (or `AutoModelForCausalLM.from_pretrained({name!r}).save_pretrained(DIR)` and the same for "
+        f"AutoTokenizer), copy DIR here and call load_policy('DIR'). Use load_policy('tiny') for the offline "
+        f"default. Original error: {err}")
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    """Give ``tokenizer`` a pad token when it has none; warn when padding shares the EOS id."""
+    if tokenizer.pad_token_id is None:
+        unk = getattr(tokenizer, "unk_token", None)
+        if unk is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+            tokenizer.pad_token = unk
+            return
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        warnings.warn(
+            f"the tokenizer pads with its EOS token {tokenizer.eos_token!r} (id {tokenizer.eos_token_id}). calgrpo "
+            "builds masks from lengths, so its own losses keep the final EOS; but any code that masks "
+            "`ids != pad_token_id` would silently drop the EOS from the loss.", UserWarning, stacklevel=3)
+
+
+def load_policy(name_or_path: str | os.PathLike = TINY, *, device: str | torch.device | None = None,
+                dtype: str | torch.dtype | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``: ``"tiny"`` (shipped, offline), a local folder, or a hub id.
+
+    ``device``: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` (best available). ``dtype``: a ``torch.dtype``, a
+    name (``"bfloat16"``, ``"float32"``, ...) or ``None`` (bf16 on a CUDA GPU that supports it, else fp32). The
+    model is returned in eval mode; the tokenizer pads on the left (for batched generation) and has a pad token.
+    """
+    check_type("name_or_path", name_or_path, (str, os.PathLike))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    name = os.fspath(name_or_path)
+    local = name == TINY or Path(name).is_dir()
+    path = TINY_DIR if name == TINY else Path(name) if local else name
+    if name == TINY and not (TINY_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped tiny policy is missing from {TINY_DIR}; rebuild it with "
+                                f"`python -m calgrpo_lib.policy build --out {TINY_DIR}`")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local)
+    except OSError as err:
+        if local:
+            raise
+        raise _hub_error(name, err) from err
+    tokenizer.padding_side = "left"
+    _ensure_pad_token(tokenizer)
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(dev).eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Generation:
+    """A batch of sampled completions; see the module docstring for the shapes.
+
+    Row ``r`` answers ``prompts[r // num_return_sequences]``. ``prompt_ids``/``prompt_mask`` are left-padded, so
+    ``torch.cat([prompt_ids, completion_ids], 1)`` with ``torch.cat([prompt_mask, completion_mask], 1)`` is the
+    full sequence a trainer scores. ``completion_mask`` covers the generated tokens including the final EOS.
+    ``finished`` ``(N,)`` bool: the row ended with a stop token (``False``: it ran into ``max_new_tokens``).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list[str]
+    finished: torch.Tensor
+    pad_id: int
+    num_return_sequences: int = 1
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """``(N,)`` long: the number of generated tokens per row, EOS included."""
+        return self.completion_mask.sum(1)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    return sorted(i for i in ids if i is not None)
+
+
+def _encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt with the tokenizer's own special tokens (e.g. BOS), never a doubled BOS."""
+    rows = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [r[1:] if bos is not None and len(r) > 1 and r[0] == bos == r[1] else r for r in rows]
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> torch.Tensor:
+    """One token per row: argmax when ``temperature == 0``, else nucleus sampling of ``softmax(logits / T)``."""
+    if temperature == 0.0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+@torch.no_grad()
+def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
+                   temperature: float, top_p: float, stop: torch.Tensor, pad_id: int,
+                   gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample up to ``max_new_tokens`` per row with a KV cache; return ``(completion_ids, completion_mask, done)``."""
+    dev = prompt_ids.device
+    attn = prompt_mask
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    past, next_pos = out.past_key_values, pos[:, -1:] + 1
+    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=dev)
+    tokens, masks = [], []
+    for _ in range(max_new_tokens):
+        tok = _sample(out.logits[:, -1], temperature, top_p, gen)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        masks.append(~done)
+        tokens.append(tok)
+        done = done | torch.isin(tok, stop)
+        if bool(done.all()) or len(tokens) == max_new_tokens:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=past,
+                    use_cache=True)
+        past, next_pos = out.past_key_values, next_pos + 1
+    return torch.stack(tokens, 1), torch.stack(masks, 1).long(), done
+
+
+def _pad_right(t: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+
+def _check_generate_args(prompts: Any, max_new_tokens: int, temperature: float, top_p: float,
+                         num_return_sequences: int, seed: int | None, batch_size: int | None) -> None:
+    check_type("prompts", prompts, (list, tuple))
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts={str(prompts)[:80]!r}; allowed: a non-empty list of strings")
+    check_int("max_new_tokens", max_new_tokens, 1, None)
+    check_float("temperature", temperature, 0.0)
+    check_float("top_p", top_p, 0.0, 1.0, low_open=True)
+    check_int("num_return_sequences", num_return_sequences, 1, None)
+    if seed is not None:
+        check_int("seed", seed, None, None)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1, None)
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 128,
+             temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int | None = None,
+             batch_size: int | None = None) -> Generation:
+    """Sample ``num_return_sequences`` completions per prompt, batched and KV-cached.
+
+    ``temperature=0`` is greedy; ``> 0`` samples from ``softmax(logits / temperature)`` restricted to the top-``p``
+    nucleus. ``seed`` makes sampling reproducible (same seed, batch size and device -> same tokens); ``None`` uses
+    torch's global generator. ``batch_size`` caps the rows run together (default: all ``N`` rows at once).
+    Returns a :class:`Generation`; see the module docstring for the shapes.
+    """
+    _check_generate_args(prompts, max_new_tokens, temperature, top_p, num_return_sequences, seed, batch_size)
+    dev = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = torch.tensor(_stop_ids(model, tokenizer), device=dev)
+    rows = [r for r in _encode_prompts(tokenizer, prompts) for _ in range(num_return_sequences)]
+    prompt_ids, prompt_mask = _left_pad(rows, pad_id)
+    gen = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
+    step = batch_size or len(rows)
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = []
+        for s in range(0, len(rows), step):
+            ids, mask = _left_pad(rows[s: s + step], pad_id)
+            chunks.append(_generate_rows(model, ids.to(dev), mask.to(dev), max_new_tokens, temperature, top_p,
+                                         stop, pad_id, gen))
+    finally:
+        model.train(was_training)
+    width = max(c[0].shape[1] for c in chunks)
+    completion_ids = torch.cat([_pad_right(c[0], width, pad_id) for c in chunks]).cpu()
+    completion_mask = torch.cat([_pad_right(c[1], width, 0) for c in chunks]).cpu()
+    finished = torch.cat([c[2] for c in chunks]).cpu()
+    texts = [tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+             for ids, m in zip(completion_ids, completion_mask)]
+    return Generation(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, finished, pad_id,
+                      num_return_sequences)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def _check_problems(problems: Any) -> None:
+    check_type("problems", problems, (list, tuple))
+    if not problems or not all(isinstance(p, Problem) for p in problems):
+        raise ValueError(f"problems={str(problems)[:80]!r}; allowed: a non-empty list of tasks.Problem")
+
+
+def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], *, batch_size: int = 64,
+                    max_new_tokens: int = 128, prompt_style: str = "plain") -> dict[str, float]:
+    """Greedy-decode every problem; return ``{"accuracy", "format_rate", "n"}``.
+
+    ``accuracy`` is the share of completions whose final answer equals ``problem.final``; ``format_rate`` the share
+    ending in a well-formed ``#### n`` line (``format_reward(text, "gsm8k")``). Use ``prompt_style="chat"`` for
+    instruct models; the tiny policy is trained on ``"plain"``.
+    """
+    _check_problems(problems)
+    check_int("batch_size", batch_size, 1, None)
+    prompts = [build_prompt(p.question, prompt_style, tokenizer) for p in problems]
+    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size).texts
+    correct = [is_correct(t, p.final) for t, p in zip(texts, problems)]
+    formatted = [format_reward(t, "gsm8k") for t in texts]
+    n = len(problems)
+    return {"accuracy": sum(correct) / n, "format_rate": sum(formatted) / n, "n": n}
+
+
+def group_stats(model: Any, tokenizer: Any, problems: Sequence[Problem], *, group_size: int = 8,
+                temperature: float = 1.0, seed: int = 0, batch_size: int = 256, max_new_tokens: int = 128,
+                prompt_style: str = "plain") -> dict[str, float]:
+    """Sample a GRPO group of ``group_size`` completions per problem and measure the learning signal.
+
+    Returns ``{"mixed_rate", "all_right_rate", "all_wrong_rate", "sample_accuracy", "format_rate", "n_groups"}``.
+    ``mixed_rate`` is the share of groups holding both a right and a wrong answer: only those groups have
+    non-zero group-normalised advantages.
+    """
+    _check_problems(problems)
+    check_int("group_size", group_size, 1, None)
+    prompts = [build_prompt(p.question, prompt_style, tokenizer) for p in problems]
+    g = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                 num_return_sequences=group_size, seed=seed, batch_size=batch_size)
+    right = [is_correct(t, problems[i // group_size].final) for i, t in enumerate(g.texts)]
+    groups = [right[i: i + group_size] for i in range(0, len(right), group_size)]
+    n = len(groups)
+    return {"mixed_rate": sum(0 < sum(x) < group_size for x in groups) / n,
+            "all_right_rate": sum(all(x) for x in groups) / n, "all_wrong_rate": sum(not any(x) for x in groups) / n,
+            "sample_accuracy": sum(right) / len(right),
+            "format_rate": sum(format_reward(t, "gsm8k") for t in g.texts) / len(g.texts), "n_groups": n}
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .policy_build import TinyBuildConfig
+
+    d = TinyBuildConfig()
+    p = argparse.ArgumentParser(prog="python -m calgrpo_lib.policy", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="train the tiny policy from scratch and save it as a HF folder")
+    b.add_argument("--out", required=True, help=f"output folder (the shipped one is {TINY_DIR})")
+    b.add_argument("--seed", type=int, default=d.seed)
+    b.add_argument("--steps", type=int, default=d.steps)
+    b.add_argument("--batch-size", type=int, default=d.batch_size)
+    b.add_argument("--lr", type=float, default=d.lr)
+    b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
+    b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")
+    e = sub.add_parser("eval", help="greedy accuracy (and group statistics) on held-out synthetic problems")
+    e.add_argument("--model", default=TINY, help="'tiny', a local folder or a hub id")
+    e.add_argument("--n", type=int, default=512)
+    e.add_argument("--groups", type=int, default=0, help="also sample G=8 groups for this many problems")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m calgrpo_lib.policy``."""
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        from .policy_build import TinyBuildConfig, build_tiny_policy
+
+        cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              threads=args.threads)
+        info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
+        print({k: v for k, v in info.items() if not isinstance(v, dict)})
+        return 0
+    from .tasks import generate_problems
+
+    model, tok = load_policy(args.model)
+    problems = generate_problems(args.n, seed=0, split="test")
+    print(greedy_accuracy(model, tok, problems))
+    if args.groups:
+        print(group_stats(model, tok, problems[: args.groups]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

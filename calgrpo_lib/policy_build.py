@@ -1,0 +1,381 @@
+"""Build the tiny default policy from scratch: a byte-level BPE tokenizer and a 3M-parameter Llama, trained by
+supervised fine-tuning (SFT) on synthetic problems, saved as a standard Hugging Face folder.
+
+Every training example is ``<|bos|> build_prompt(question, "plain") answer <|eos|>``, where ``answer`` is the GSM8K
+reference solution; the loss covers the answer tokens and the final EOS, never the prompt. Prompt and answer are
+tokenized separately, exactly as :func:`calgrpo_lib.policy.generate` sees them. Training stops on purpose at an
+imperfect accuracy (about half the held-out problems right), so that GRPO groups hold both right and wrong answers.
+
+The build is deterministic: the same :class:`TinyBuildConfig` (seed included) and the same number of CPU threads give
+the same weights. Rebuild the shipped model with ``python -m calgrpo_lib.policy build --out calgrpo_lib/models/tiny``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .policy import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TINY_DIR, greedy_accuracy, group_stats
+from .rewards import build_prompt
+from .tasks import Problem, TaskConfig, generate_problems
+from .validation import check_float, check_int, check_type
+
+__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "encode_examples", "sft",
+           "build_tiny_policy", "write_model_card", "CHAT_TEMPLATE"]
+
+# The tiny policy's chat template renders a conversation in the plain format it was trained on.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ 'Question: ' + message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ 'Answer:\\n' + message['content'] + eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Answer:\\n' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class TinyBuildConfig:
+    """Everything that determines the tiny policy: data, tokenizer, architecture, optimisation.
+
+    ``steps * batch_size`` distinct train problems are generated, so no example is seen twice. The learning rate
+    warms up linearly for ``warmup`` steps, then follows a cosine down to ``min_lr_ratio * lr``.
+    """
+
+    seed: int = 0
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    vocab_size: int = 1024
+    tokenizer_problems: int = 20_000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 640
+    max_len: int = 256
+    threads: int = 2
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+    def __post_init__(self) -> None:
+        check_int("seed", self.seed, None, None)
+        for name in ("steps", "batch_size", "vocab_size", "tokenizer_problems", "hidden_size", "num_layers",
+                     "num_heads", "intermediate_size", "max_len", "threads"):
+            check_int(name, getattr(self, name), 1, None)
+        check_int("warmup", self.warmup, 0, None)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_float("grad_clip", self.grad_clip, 0.0, low_open=True)
+        check_type("task", self.task, TaskConfig)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024, model_max_length: int = 256) -> Any:
+    """Train a byte-level BPE on ``texts``; return it as a ``transformers`` fast tokenizer.
+
+    Digits are split one by one before BPE (as in Llama and Qwen), so numbers are spelled digit by digit and
+    arithmetic stays learnable. Special tokens: ``<|pad|>`` (id 0), ``<|bos|>`` (added in front of every encoded
+    text), ``<|eos|>``; pad is never eos. Decoding is exact (byte-level, no clean-up of spaces) and offsets are
+    character offsets into the input text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    check_int("vocab_size", vocab_size, 300, None)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer)
+    bos_id = tok.token_to_id(BOS_TOKEN)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B:1",
+                                                       special_tokens=[(BOS_TOKEN, bos_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN,
+                                   pad_token=PAD_TOKEN, padding_side="left", clean_up_tokenization_spaces=False,
+                                   model_max_length=model_max_length,
+                                   chat_template=CHAT_TEMPLATE)
+
+
+# ----------------------------------------------------------------------------------------------- model and data
+
+
+def tiny_llama_config(tokenizer: Any, cfg: TinyBuildConfig) -> Any:
+    """The ``LlamaConfig`` of the tiny policy (tied input/output embeddings, no dropout)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                       num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                       num_key_value_heads=cfg.num_heads, max_position_embeddings=cfg.max_len,
+                       tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def encode_examples(tokenizer: Any, problems: Sequence[Problem]) -> list[tuple[list[int], int]]:
+    """``(ids, prompt_len)`` per problem: ``bos + prompt`` then ``answer + eos``; the loss starts at ``prompt_len``."""
+    prompts = tokenizer([build_prompt(p.question) for p in problems], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([p.answer for p in problems], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
+
+
+def _batches(lengths: Sequence[int], batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """``steps`` batches of example indices: shuffled, then grouped by length within windows of 16 batches."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    window = batch_size * 16
+    batches = []
+    for s in range(0, len(order), window):
+        chunk = sorted(order[s: s + window], key=lambda i: lengths[i])
+        batches += [chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)]
+    shuffle = torch.randperm(len(batches), generator=gen).tolist()
+    for k in range(steps):
+        yield batches[shuffle[k % len(batches)]]
+
+
+def _collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; ``labels`` are -100 on prompt and padding so the loss covers answer + EOS only."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (ids, plen) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, plen: len(ids)] = torch.tensor(ids[plen:])
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _lr_factor(step: int, warmup: int, steps: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+
+def _optimizer(model: Any, cfg: TinyBuildConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def sft(model: Any, tokenizer: Any, examples: Sequence[tuple[list[int], int]], cfg: TinyBuildConfig, *,
+        eval_fn: Callable[[int], dict] | None = None, eval_every: int = 0, progress: bool = True) -> list[dict]:
+    """Supervised fine-tuning with AdamW, warmup + cosine; return a log of ``{"step", "loss", ...eval}`` rows."""
+    from tqdm.auto import tqdm
+
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: _lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
+    lengths = [len(ids) for ids, _ in examples]
+    log, running = [], []
+    model.train()
+    bar = tqdm(_batches(lengths, cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="SFT tiny policy",
+               disable=not progress)
+    for step, idx in enumerate(bar, start=1):
+        loss = model(**_collate([examples[i] for i in idx], tokenizer.pad_token_id)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if step % 50 == 0 or step == cfg.steps:
+            log.append({"step": step, "loss": sum(running) / len(running)})
+            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+            running = []
+        if eval_fn is not None and eval_every and step % eval_every == 0:
+            log.append({"step": step, **eval_fn(step)})
+            bar.write(f"step {step}: {log[-1]}")
+            model.train()
+    model.eval()
+    return log
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def _machine(load_before: float) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores visible, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} torch threads, 1-min load average {load_before:.1f} "
+            f"at the start and {load:.1f} at the end")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    held_out = generate_problems(512, seed=0, split="test")
+    acc = greedy_accuracy(model, tokenizer, held_out)
+    groups = group_stats(model, tokenizer, held_out[:256], group_size=8, temperature=1.0, seed=0)
+    return {"greedy": acc, "groups": groups, "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Tokenizer, model and SFT of one build; return ``(model, tokenizer, facts)``."""
+    from transformers import LlamaForCausalLM
+
+    problems = generate_problems(cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", config=cfg.task)
+    corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)
+    examples = encode_examples(tokenizer, problems)
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, cfg))
+    probe = generate_problems(128, seed=1, split="test", config=cfg.task)
+    log = sft(model, tokenizer, examples, cfg, eval_fn=lambda _: greedy_accuracy(model, tokenizer, probe),
+              eval_every=eval_every, progress=progress)
+    facts = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "task"}, "task": repr(cfg.task),
+             "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
+             "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples), "log": log}
+    return model, tokenizer, facts
+
+
+def _save(model: Any, tokenizer: Any, out: Path) -> None:
+    from transformers import GenerationConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, max_new_tokens=128,
+                                               eos_token_id=tokenizer.eos_token_id, do_sample=False,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_tiny_policy(out_dir: str | os.PathLike, *, seed: int | None = None, steps: int | None = None,
+                      config: TinyBuildConfig | None = None, evaluate: bool = True, eval_every: int = 0,
+                      progress: bool = True) -> dict[str, Any]:
+    """Train the tiny policy from scratch and save it to ``out_dir`` as a Hugging Face folder.
+
+    ``seed`` and ``steps``, when given, override those of ``config`` (default :class:`TinyBuildConfig`: seed 0).
+    With ``evaluate`` the held-out greedy accuracy (512 test problems) and the G=8 group statistics (256 problems,
+    temperature 1) are measured and written, with the build facts, to ``build_info.json`` and the model card
+    ``README.md``. ``eval_every > 0`` also prints the greedy accuracy on 128 other held-out problems during
+    training (that time counts in ``build_seconds``). Uses ``config.threads`` torch threads while it runs.
+    Returns the build facts.
+    """
+    check_type("out_dir", out_dir, (str, os.PathLike))
+    check_int("eval_every", eval_every, 0, None)
+    cfg = config or TinyBuildConfig()
+    check_type("config", cfg, TinyBuildConfig)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        t0 = time.perf_counter()
+        model, tokenizer, info = _train(cfg, eval_every, progress)
+        out = Path(out_dir)
+        _save(model, tokenizer, out)
+        info.update(build_seconds=round(time.perf_counter() - t0, 1), weights_sha256=_sha256(out / "model.safetensors"),
+                    machine=_machine(load_before))
+        if evaluate:
+            info.update(_evaluate(model, tokenizer))
+    finally:
+        torch.set_num_threads(threads)
+    info["size_mb"] = round(sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6, 2)
+    (out / "build_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    if evaluate:
+        write_model_card(out, info)
+    return info
+
+
+def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write ``README.md`` (the model card) into ``out_dir`` from the facts :func:`build_tiny_policy` returns."""
+    c, g, grp = info["config"], info["greedy"], info["groups"]
+    shipped = Path(out_dir).resolve() == TINY_DIR
+    text = _CARD.format(
+        **c, n_params=f"{info['n_params']:,}", vocab=info["vocab"], task=info["task"],
+        train_examples=f"{info['train_examples']:,}", train_tokens=f"{info['train_tokens']:,}",
+        build_minutes=info["build_seconds"] / 60, machine=info["machine"], acc=100 * g["accuracy"],
+        fmt=100 * g["format_rate"], n=g["n"], mixed=100 * grp["mixed_rate"], n_groups=grp["n_groups"],
+        all_right=100 * grp["all_right_rate"], all_wrong=100 * grp["all_wrong_rate"],
+        sample_acc=100 * grp["sample_accuracy"], sample_fmt=100 * grp["format_rate"], size_mb=info["size_mb"],
+        sha=info["weights_sha256"][:16], out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
+    path = Path(out_dir) / "README.md"
+    path.write_text(text)
+    return path
+
+
+_CARD = """# calgrpo tiny policy
+
+A {n_params}-parameter Llama (`LlamaForCausalLM`) trained from random weights on calgrpo's synthetic arithmetic
+word problems, shipped inside the package so that every notebook runs offline on a CPU:
+
+```python
+from calgrpo_lib.policy import load_policy
+model, tokenizer = load_policy("tiny")
+```
+
+It is deliberately **half-trained**: it answers about half of the held-out problems right, so GRPO has something to
+improve and most groups of sampled answers contain both right and wrong ones.
+
+## Prompt and answer format
+
+Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:\\n"` (the tokenizer adds
+`<|bos|>`). Completion: GSM8K-style lines such as `12 + 5 = <<12+5=17>>17`, a final `#### <number>` line, then
+`<|eos|>`. The chat template renders a conversation in the same format (it is not an instruct model).
+
+## Architecture
+
+| | |
+|---|---|
+| layers / hidden / heads / MLP | {num_layers} / {hidden_size} / {num_heads} / {intermediate_size} |
+| parameters | {n_params} (input and output embeddings tied) |
+| context | {max_len} tokens, RoPE |
+| tokenizer | byte-level BPE, {vocab} tokens, digits split one by one |
+| special tokens | `<|pad|>`=0, `<|bos|>`=1 (added in front), `<|eos|>`=2; pad is never eos |
+| files | {size_mb} MB in all; weights in model.safetensors (fp32) |
+
+## Training
+
+- Data: {train_examples} distinct train-split problems from `generate_problems(n, seed={seed}, split="train")` with
+  `{task}`, {train_tokens} tokens; the tokenizer is trained on the first {tokenizer_problems:,} of them.
+- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
+  (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps then cosine to
+  {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.
+- Build time: {build_minutes:.1f} min on {machine}. Deterministic: the same seed and thread count give the same
+  weights (sha256 of model.safetensors starts `{sha}`).
+
+## Evaluation (held-out: `generate_problems(512, seed=0, split="test")`, disjoint from train)
+
+| | |
+|---|---|
+| greedy accuracy | {acc:.1f}% of {n} |
+| well-formed `#### n` ending (greedy) | {fmt:.1f}% |
+| groups of G=8 at temperature 1.0 with both a right and a wrong answer (mixed) | {mixed:.1f}% of {n_groups} |
+| groups all right / all wrong | {all_right:.1f}% / {all_wrong:.1f}% |
+| sampled (T=1.0) accuracy / well-formed rate | {sample_acc:.1f}% / {sample_fmt:.1f}% |
+
+## Rebuild
+
+```bash
+python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps}
+```
+
+`build_info.json` holds these numbers, the loss curve and the full configuration.
+"""

@@ -1,0 +1,66 @@
+"""Rollouts: ``G`` sampled completions for each of ``B`` prompts, laid out for the loss.
+
+Rows are prompt-major (the ``G`` completions of prompt ``b`` are rows ``b*G .. b*G+G-1``), matching the layout of
+``advantages.group_advantages``. Shapes, with ``N = B * G``, ``P`` prompt width (left-padded), ``T`` completion
+width (right-padded)::
+
+    input_ids       (N, P + T)  prompt then completion        attention_mask  (N, P + T)  1 = real token
+    completion_ids  (N, T)                                     completion_mask (N, T) bool incl. the final EOS
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import GRPOConfig
+from .policy import generate
+from .rewards import build_prompt
+from .tasks import Problem
+
+__all__ = ["Rollout", "sample_rollouts", "sequence_forward"]
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled completions; ``problems[i]`` is the problem completion ``i`` answers."""
+
+    problems: list[Problem]  # (N,)
+    texts: list[str]  # (N,) decoded completions, special tokens skipped
+    input_ids: torch.Tensor  # (N, P + T)
+    attention_mask: torch.Tensor  # (N, P + T)
+    completion_ids: torch.Tensor  # (N, T)
+    completion_mask: torch.Tensor  # (N, T) bool
+
+    @property
+    def completion_start(self) -> int:
+        """Column of ``input_ids`` where the completions begin (``P``)."""
+        return self.input_ids.shape[1] - self.completion_ids.shape[1]
+
+
+def sample_rollouts(model: Any, tokenizer: Any, problems: list[Problem], config: GRPOConfig, *,
+                    seed: int) -> Rollout:
+    """Sample ``config.num_generations`` completions per problem (KV-cached, batched, seeded by ``seed``)."""
+    prompts = [build_prompt(p.question, config.prompt_style, tokenizer) for p in problems]
+    g = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                 top_p=config.top_p, num_return_sequences=config.num_generations, seed=seed)
+    device = next(model.parameters()).device
+    input_ids = torch.cat([g.prompt_ids, g.completion_ids], dim=1).to(device)  # (N, P + T)
+    attention_mask = torch.cat([g.prompt_mask, g.completion_mask], dim=1).to(device)  # (N, P + T)
+    per_row = [p for p in problems for _ in range(config.num_generations)]
+    return Rollout(per_row, g.texts, input_ids, attention_mask, g.completion_ids, g.completion_mask.bool())
+
+
+def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     completion_start: int) -> torch.Tensor:
+    """Logits of the last ``T + 1`` positions ``(n, T + 1, V)``: the ones that predict the completion tokens.
+
+    Position ids count real tokens only (``cumsum(mask) - 1``), as during generation, so left padding does not shift
+    positions and the scored log-probs equal the sampling ones.
+    """
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (n, P + T)
+    keep = input_ids.shape[1] - completion_start + 1
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 logits_to_keep=keep).logits

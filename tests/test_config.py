@@ -1,0 +1,67 @@
+import re
+
+import pytest
+
+from calgrpo_lib.cli import build_parser, config_from_args, main
+from calgrpo_lib.config import CREDIT_MODE_CHOICES, PRESETS, GRPOConfig, preset
+from calgrpo_lib.credit import CREDIT_MODES
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("num_generations", 1, "an int >= 2"),
+    ("beta", -0.1, "a number >= 0"),
+    ("epsilon", 0.0, "a number > 0"),
+    ("epsilon", -1.0, "a number > 0"),
+    ("credit_mode", "dense", "'sequence', 'cal_sparse', 'cal_hybrid', 'prefix'"),
+    ("max_new_tokens", 0, "an int >= 1"),
+    ("top_p", 1.5, "a number in (0.0, 1.0]"),
+    ("loss_type", "ppo", "'grpo', 'dr_grpo', 'dapo', 'bnpo'"),
+    ("learning_rate", float("nan"), "a number > 0"),
+])
+def test_bad_values_name_field_value_and_allowed(field, value, allowed):
+    with pytest.raises((ValueError, TypeError)) as info:
+        GRPOConfig(**{field: value})
+    message = str(info.value)
+    assert f"{field}={value!r}" in message and allowed in message
+
+
+def test_cross_field_checks():
+    with pytest.raises(ValueError, match="epsilon_high=0.1 is out of range"):
+        GRPOConfig(epsilon=0.2, epsilon_high=0.1)
+    with pytest.raises(ValueError, match="credit_mode='cal_hybrid' needs an oracle"):
+        GRPOConfig(oracle="none")
+    GRPOConfig(oracle="none", credit_mode="sequence")
+
+
+def test_presets_and_replace():
+    assert set(PRESETS) >= {"tiny", "tiny-gpu", "qwen-gsm8k"}
+    assert preset("tiny") == GRPOConfig()
+    assert preset("qwen-gsm8k").model.startswith("Qwen/")
+    assert preset("tiny", seed=3).seed == 3
+    with pytest.raises(ValueError, match=re.escape("unknown config field(s) ['sed']")):
+        GRPOConfig().replace(sed=3)
+    with pytest.raises(ValueError, match="preset='big'"):
+        preset("big")
+    assert GRPOConfig(prompts_per_step=4, num_generations=6).batch_size == 24
+
+
+def test_credit_modes_agree_with_the_math():
+    assert CREDIT_MODE_CHOICES == CREDIT_MODES
+
+
+def test_every_field_is_a_flag():
+    args = build_parser().parse_args(["train", "--preset", "tiny", "--learning-rate", "1e-3", "--no-resume",
+                                      "--epsilon-high", "0.3", "--oracle-model", "none", "--extra", '{"a": 1}'])
+    config = config_from_args(args)
+    assert (config.learning_rate, config.resume, config.epsilon_high, config.oracle_model) == (1e-3, False, 0.3, None)
+    assert config.extra == {"a": 1}
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name in GRPOConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in help_text
+
+
+def test_cli_reports_bad_values_before_any_model_work(capsys):
+    assert main(["train", "--num-generations", "1"]) == 2
+    assert "num_generations=1" in capsys.readouterr().err
+    assert main(["train", "--print-config", "--seed", "4"]) == 0
+    assert '"seed": 4' in capsys.readouterr().out

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from calgrpo_lib.advantages import group_advantages, rloo_advantages
+from calgrpo_lib.credit import token_advantages
+from calgrpo_lib.exercises import EXERCISES, check_exercise
+
+LIBRARY = {  # the library's own functions, wrapped to the exercise signatures: they must pass
+    "group_advantages": lambda r: group_advantages(r, r.shape[1]),
+    "rloo": lambda r: rloo_advantages(r, r.shape[1]),
+    "cal_hybrid": lambda a, m, e, w, lam: token_advantages(a, m, e, w, "cal_hybrid", lam=lam)[0],
+}
+
+
+def test_every_exercise_has_a_passing_library_answer(capsys):
+    assert set(LIBRARY) == set(EXERCISES)
+    for name, fn in LIBRARY.items():
+        assert check_exercise(name, fn, trials=10) is True
+        assert capsys.readouterr().out.startswith(f"PASS {name}")
+
+
+@pytest.mark.parametrize("name, wrong, message", [
+    ("group_advantages", lambda r: (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True, correction=0) + 1e-4),
+     "values differ"),  # population std instead of unbiased
+    ("group_advantages", lambda r: r - r.mean(1, keepdim=True), "values differ"),  # forgot the std
+    ("rloo", lambda r: r - r.mean(1, keepdim=True), "values differ"),  # the mean includes the answer itself
+    ("cal_hybrid", lambda a, m, e, w, lam: a[:, None] - lam * (e & w[:, None]).float(), "values differ"),  # padding
+    ("cal_hybrid", lambda a, m, e, w, lam: a[:, None] * m, "values differ"),  # no extra push on the span
+    ("rloo", lambda r: r.flatten(), "shape"),
+    ("rloo", lambda r: r.tolist(), "returned list"),
+])
+def test_wrong_answers_fail_with_a_hint(capsys, name, wrong, message):
+    assert check_exercise(name, wrong) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f"FAIL {name}") and message in out and f"hint: {EXERCISES[name].hint}" in out
+
+
+def test_a_stub_that_raises_is_reported_not_raised(capsys):
+    def stub(rewards):
+        raise NotImplementedError("write your solution here")
+
+    assert check_exercise("group_advantages", stub) is False
+    assert "raised NotImplementedError: write your solution here" in capsys.readouterr().out
+
+
+def test_inputs_are_copied_for_the_learner(capsys):
+    def in_place(rewards):  # correct, but mutates its argument
+        rewards -= rewards.mean(dim=1, keepdim=True)
+        return rewards * (rewards.shape[1] / (rewards.shape[1] - 1))
+
+    assert check_exercise("rloo", in_place) is True
+
+
+def test_checker_argument_errors():
+    with pytest.raises(ValueError, match="name='ppo'"):
+        check_exercise("ppo", lambda r: r)
+    with pytest.raises(TypeError, match="user_fn=3 is not callable"):
+        check_exercise("rloo", 3)
+    with pytest.raises(ValueError, match="trials=0"):
+        check_exercise("rloo", lambda r: r, trials=0)
+
+
+def test_random_inputs_are_reproducible_and_varied():
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = [EXERCISES["cal_hybrid"].make_inputs(gen_a) for _ in range(20)]
+    b = [EXERCISES["cal_hybrid"].make_inputs(gen_b) for _ in range(20)]
+    assert all(torch.equal(x[1], y[1]) and torch.equal(x[0], y[0]) for x, y in zip(a, b))
+    assert any((~x[1]).any() for x in a)  # some padding, so forgetting the mask is caught
+    assert any((x[2].any(dim=1) != x[3]).any() for x in a)  # some wrong answers without a span

@@ -1,0 +1,88 @@
+"""The GRPO loop on the shipped tiny policy: one step's bookkeeping, a kill -9 resume, and learning on a budget."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from calgrpo_lib.config import GRPOConfig
+from calgrpo_lib.trainer import TIMING_KEYS, Trainer
+
+SMALL = ["--prompts-per-step", "4", "--num-generations", "4", "--max-new-tokens", "48", "--eval-size", "0",
+         "--save-every", "1", "--train-size", "256", "--seed", "3"]
+
+
+def _cli(out_dir, max_steps, *extra):
+    return [sys.executable, "-m", "calgrpo_lib", "train", "--preset", "tiny", *SMALL, "--output-dir", str(out_dir),
+            "--max-steps", str(max_steps), *extra]
+
+
+def _train_records(out_dir):
+    with open(out_dir / "metrics.jsonl") as f:
+        return [r for r in map(json.loads, f) if r["kind"] == "train"]
+
+
+def _comparable(record):
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
+def test_one_step_logs_every_phase(tmp_path):
+    config = GRPOConfig(max_steps=1, prompts_per_step=2, num_generations=4, max_new_tokens=48, eval_size=0,
+                        train_size=64, output_dir=str(tmp_path), save_every=0)
+    trainer = Trainer(config, progress=False)
+    record = trainer.step()
+    for key in ("reward_mean", "reward_std", "reward_min", "reward_max", "accuracy", "format_rate",
+                "zero_spread_frac", "kl" if config.beta else "loss", "clip_fraction", "entropy",
+                "completion_len_mean", "oracle_calls", "oracle_cache_hits", "oracle_failures",
+                "oracle_unlocalized", "span_hit_rate", *TIMING_KEYS):
+        assert key in record, key
+    assert record["step"] == 1 and trainer.step_count == 1
+    assert 0.0 <= record["accuracy"] <= 1.0 and record["time_generation"] > 0
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("kind,step,") and len(lines) == 2
+
+
+def test_kill_9_then_resume_repeats_the_uninterrupted_run(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_cli(reference, 8), check=True, capture_output=True, timeout=600)
+    expected = {r["step"]: _comparable(r) for r in _train_records(reference)}
+    assert sorted(expected) == list(range(1, 9))
+
+    kill_at = random.Random(os.getpid()).randint(2, 3)  # a random step
+    proc = subprocess.Popen(_cli(interrupted, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (interrupted / "metrics.jsonl").exists() and len(_train_records(interrupted)) >= kill_at:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoints = sorted((interrupted / "checkpoints").glob("step-*"))
+    assert checkpoints, "no checkpoint was written before the kill"
+    resumed_from = int(checkpoints[-1].name.split("-")[1])
+    assert resumed_from <= 3
+
+    subprocess.run(_cli(interrupted, resumed_from + 5, "--resume"), check=True, capture_output=True, timeout=600)
+    got = {r["step"]: _comparable(r) for r in _train_records(interrupted)}
+    assert sorted(got) == list(range(1, resumed_from + 6))
+    for step in range(resumed_from + 1, resumed_from + 6):
+        assert got[step] == expected[step], f"step {step} differs after resuming from step {resumed_from}"
+
+
+def test_ctrl_c_writes_a_checkpoint(tmp_path):
+    config = GRPOConfig(max_steps=50, prompts_per_step=2, num_generations=2, max_new_tokens=32, eval_size=0,
+                        train_size=64, output_dir=str(tmp_path), save_every=0)
+
+    def interrupt(event, record):
+        if event == "step" and record["step"] == 2:
+            raise KeyboardInterrupt
+
+    result = Trainer(config, callbacks=[interrupt], progress=False).train()
+    assert result.interrupted and result.steps_done == 2
+    assert (tmp_path / "checkpoints" / "step-000002" / "model.safetensors").exists()

@@ -1,0 +1,93 @@
+"""Tests of the token heat map (calgrpo_lib.viz)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from calgrpo_lib.viz import (  # noqa: E402
+    credit_color,
+    display_token,
+    token_heatmap,
+    token_heatmap_figure,
+    token_heatmap_html,
+    token_matrix_figure,
+)
+
+TOKENS = ["12", " +", " 5", " =", " 18", "\n", "<eos>"]
+VALUES = [0.0, 0.0, 0.0, -0.5, -1.0, None, float("nan")]
+ERROR = [False, False, False, True, True, False, False]
+
+
+def test_heatmap_has_one_span_per_token_and_outlines_the_error_span() -> None:
+    html = token_heatmap_html(TOKENS, VALUES, error_mask=ERROR)
+    assert html.count('class="calgrpo-token') == len(TOKENS)
+    assert html.count("calgrpo-error") == 2
+    assert "&lt;eos&gt;" in html and "<eos>" not in html  # token text is escaped
+    assert "·18" in html and "↵" in html  # whitespace made visible
+    assert "<br>" in html  # a newline token ends the line
+
+
+def test_heatmap_returns_displayable_html() -> None:
+    obj = token_heatmap(TOKENS, torch.tensor([0.1] * len(TOKENS)), title="t")
+    assert obj.data == token_heatmap_html(TOKENS, [0.1] * len(TOKENS), title="t")
+    assert obj._repr_html_().startswith('<div class="calgrpo-heatmap">')
+
+
+def test_diverging_scale_is_centred_on_zero() -> None:
+    assert credit_color(0.0, 1.0) == (255, 255, 255)
+    red, blue = credit_color(-1.0, 1.0), credit_color(1.0, 1.0)
+    assert red[0] > red[2] and blue[2] > blue[0]
+    assert credit_color(-5.0, 1.0) == red  # clipped
+    assert credit_color(None, 1.0) == credit_color(float("nan"), 1.0) == (230, 230, 230)
+    with pytest.raises(ValueError, match="vmax"):
+        credit_color(0.1, 0.0)
+
+
+def test_display_token_shows_whitespace() -> None:
+    assert display_token(" a\n\t") == "·a↵→" and display_token("") == "∅"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"values": [1.0]}, ValueError, "len\\(values\\)"),
+    ({"error_mask": [True]}, ValueError, "len\\(error_mask\\)"),
+    ({"values": ["a"] * len(TOKENS)}, TypeError, "values\\[0\\]"),
+    ({"values": 3}, TypeError, "values"),
+    ({"vmax": -1.0}, ValueError, "vmax"),
+])
+def test_heatmap_rejects_bad_input(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        token_heatmap_html(TOKENS, **kwargs)
+
+
+def test_heatmap_rejects_non_string_tokens() -> None:
+    with pytest.raises(TypeError, match="tokens\\[1\\]"):
+        token_heatmap_html(["a", 3], [0.0, 0.0])
+
+
+def test_figure_draws_one_box_per_token_with_red_edges_on_the_span() -> None:
+    fig = token_heatmap_figure(TOKENS, VALUES, error_mask=ERROR, title="t", line_chars=12)
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(TOKENS) and len(ax.texts) == len(TOKENS)
+    thick = [p for p in ax.patches if p.get_linewidth() > 1]
+    assert len(thick) == 2
+
+
+def test_matrix_figure_has_one_panel_per_mode_and_greys_padding() -> None:
+    values = torch.tensor([[0.5, -1.0, 0.0], [0.2, 0.2, 0.2]])
+    resp = torch.tensor([[True, True, False], [True, True, True]])
+    err = torch.tensor([[False, True, False], [False, False, False]])
+    fig = token_matrix_figure({"sequence": values, "cal": -values}, response_mask=resp, error_mask=err)
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left") in ("sequence", "cal")]
+    assert len(panels) == 2
+    shown = panels[0].images[0].get_array()
+    assert shown.mask[0, 2] and not shown.mask[0, 1]  # padding is masked out (drawn grey)
+    assert len(panels[0].collections[0].get_offsets()) == 1  # one error dot
+    with pytest.raises(ValueError, match="response_mask"):
+        token_matrix_figure({"a": values}, response_mask=torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="empty"):
+        token_matrix_figure({})

@@ -1,0 +1,71 @@
+"""The advantage / aggregation / credit-mode pictures of viz.py (notebook 01)."""
+
+import pytest
+import torch
+
+from calgrpo_lib.viz import (
+    advantage_bars,
+    advantage_widget,
+    aggregation_bars,
+    credit_modes_figure,
+    format_table,
+)
+
+
+def test_format_table_by_hand():
+    text = format_table({"r": torch.tensor([1.0, -0.0]), "n": [3, 12]}, index=["a", "bb"], index_name="x", digits=2)
+    assert text == "x       r   n\na   +1.00   3\nbb  +0.00  12"
+    assert format_table({"v": [-0.0004]}, digits=3).endswith("+0.000")  # rounds to zero: no "-0.000"
+    with pytest.raises(ValueError, match="column lengths"):
+        format_table({"a": [1.0], "b": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="len\\(index\\)=1"):
+        format_table({"a": [1.0, 2.0]}, index=["x"])
+
+
+def _bar_heights(ax) -> list[float]:
+    return [p.get_height() for p in ax.patches]
+
+
+def test_advantage_bars_draws_the_given_values():
+    rewards = torch.tensor([1.0, 0.0, 0.0])
+    fig = advantage_bars(rewards, torch.tensor([1.2, -0.6, -0.6]))
+    ax_r, ax_a = fig.axes
+    assert _bar_heights(ax_r) == pytest.approx([1.0, 0.0, 0.0])
+    assert _bar_heights(ax_a) == pytest.approx([1.2, -0.6, -0.6])
+    grouped = advantage_bars(rewards, {"a": [1.0, 0.0, -1.0], "b": [2.0, 0.0, -2.0]})
+    assert _bar_heights(grouped.axes[1]) == pytest.approx([1.0, 0.0, -1.0, 2.0, 0.0, -2.0])
+    with pytest.raises(ValueError, match="len\\(advantages\\['advantage'\\]\\)=2"):
+        advantage_bars(rewards, [1.0, 2.0])
+    with pytest.raises(ValueError, match="rewards\\[1\\]=nan"):
+        advantage_bars([1.0, float("nan")], [0.0, 0.0])
+
+
+def test_advantage_widget_recomputes_on_change():
+    widget = advantage_widget([1.0, 0.0, 0.0, 0.0])
+    controls, image = widget.children
+    *sliders, use_std, std, eps, readout = controls.children
+    assert readout.value == "<code>A = [+1.500, -0.500, -0.500, -0.500]</code>"
+    first_png = image.value
+    use_std.value = False  # mean-centring only
+    assert readout.value == "<code>A = [+0.750, -0.250, -0.250, -0.250]</code>"
+    sliders[1].value = 1.0
+    assert readout.value == "<code>A = [+0.500, +0.500, -0.500, -0.500]</code>"
+    assert image.value != first_png and image.value[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="len\\(rewards\\)=1"):
+        advantage_widget([1.0])
+
+
+def test_aggregation_bars_show_the_weights():
+    mask = torch.arange(8)[None, :] < torch.tensor([2, 8])[:, None]
+    fig = aggregation_bars(mask, max_completion_length=8, loss_types=("grpo", "dr_grpo"))
+    per_token, total = fig.axes
+    assert _bar_heights(per_token) == pytest.approx([1 / 4, 1 / 16, 1 / 16, 1 / 16])  # grpo bars, then dr_grpo
+    assert _bar_heights(total) == pytest.approx([0.5, 0.5, 2 / 16, 8 / 16])
+
+
+def test_credit_modes_figure_one_panel_per_mode():
+    tokens = ["12", " +", " 5", "\n", "#### 17"]
+    fig = credit_modes_figure(tokens, {"a": [0.0] * 5, "b": [-1.0, 0, 0, 0, 0.5]}, error_mask=[0, 1, 0, 0, 0])
+    assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == ["a", "b"]
+    with pytest.raises(ValueError, match="values_by_mode=\\{\\} is empty"):
+        credit_modes_figure(tokens, {})
