@@ -54,7 +54,7 @@ class TinyBuildConfig:
     """
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 500
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.1

@@ -78,7 +78,7 @@ class TaskConfig:
 
     min_steps: int = 2
     max_steps: int = 3
-    max_digits: int = 2
+    max_digits: int = 1
     operand_range: tuple[int, int] | None = None
     operations: tuple[str, ...] = OPERATIONS
     nesting: int = 1

@@ -23,12 +23,8 @@ from calgrpo_lib.policy import (
     pick_dtype,
 )
 from calgrpo_lib.rewards import build_prompt, is_correct
+from calgrpo_lib.spans import token_char_offsets
 from calgrpo_lib.tasks import generate_problems
-
-try:  # another module of the package; the offsets test uses it when it is there
-    from calgrpo_lib.spans import token_char_offsets
-except ImportError:  # pragma: no cover - depends on the state of the package
-    token_char_offsets = None
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +93,23 @@ def test_tiny_groups_hold_right_and_wrong_answers(sampled):
 
 
 def test_generated_tokens_map_to_exact_character_spans(tiny, sampled):
-    """Every generated token (but EOS) covers an exact span of the decoded text; re-tokenizing usually agrees."""
+    """Every generated token but EOS covers an exact span of the decoded text; re-tokenizing usually agrees."""
     _, tok, _ = tiny
     _, g = sampled
     assert len(g.texts) == 1000
     same = 0
     for ids_row, mask, text in zip(g.completion_ids, g.completion_mask, g.texts):
-        ids = [i for i in ids_row[mask.bool()].tolist() if i not in tok.all_special_ids]
-        pieces = [tok.decode([i]) for i in ids]
+        ids = ids_row[mask.bool()].tolist()
+        content = [i for i in ids if i not in tok.all_special_ids]
+        pieces = [tok.decode([i]) for i in content]
         assert "".join(pieces) == text
-        if token_char_offsets is not None:
-            offsets = token_char_offsets(tok, ids)
-            assert [text[s:e] for s, e in offsets] == pieces
+        decoded, offsets = token_char_offsets(tok, ids)  # what the span finder uses
+        assert decoded == text
+        assert [text[s:e] for (s, e), i in zip(offsets, ids) if i not in tok.all_special_ids] == pieces
+        assert all(s == e for (s, e), i in zip(offsets, ids) if i in tok.all_special_ids)
         retok = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         assert [text[s:e] for s, e in retok["offset_mapping"]] == [tok.decode([i]) for i in retok["input_ids"]]
-        same += retok["input_ids"] == ids
+        same += retok["input_ids"] == content
     assert same >= 0.95 * len(g.texts)
 
 

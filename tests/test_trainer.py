@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from calgrpo_lib.config import GRPOConfig
 from calgrpo_lib.trainer import TIMING_KEYS, Trainer
 

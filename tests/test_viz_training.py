@@ -56,7 +56,7 @@ def test_training_plot_is_a_callback_that_redraws_in_place():
     assert len(plot.history) == 4 and len(plot.evals) == 2
     assert plot.redraws == 4  # eval at 0, steps 2 and 4, final eval
     fig = plot.figure()
-    assert "step 4/4" in fig._suptitle.get_text()
+    assert "step 4/4" in fig.get_suptitle()
     assert _lines(fig)[TRAINING_CURVE_LABELS["eval"]][1] == [0.1, 0.3]
 
 
