@@ -12,10 +12,10 @@ What it measures (CPU, the threads torch is given; median of ``--repeats`` runs 
   the offsets) and the worst case, ``unigram non-canonical``: the same texts through the SentencePiece-style Unigram
   tokenizer of :mod:`calgrpo_lib.tokenizers_zoo`, non-canonical, so offsets come from decoding growing prefixes of
   the ids.
-- **GRPO step**: the two costs every GRPO step pays for the same 64 sequences (8 prompts x 8 samples): sampling
-  64 new tokens for 64 sequences (``model.generate``, KV cache, exactly 64 tokens each) plus one forward+backward
-  of the policy on the 64 sequences of prompt + 64 tokens. Rewards, the oracle and the optimizer step are left
-  out, which makes the step *shorter* and the ratio *larger* (conservative).
+- **GRPO step**: one :meth:`calgrpo_lib.trainer.Trainer.step` that produces a batch of 512 responses (64 prompts x
+  8 samples, up to 64 new tokens): sampling with the KV cache, rewards, advantages, loss and optimizer step, with
+  ``credit_mode="sequence"`` and no oracle, so that neither the mapping nor the oracle is inside the step (the step
+  is shorter and the ratio larger: conservative).
 
 The policy is the shipped tiny policy (``load_policy("tiny")``) when it is there; otherwise the same architecture
 (:func:`calgrpo_lib.policy_build.tiny_llama_config`: hidden 256, 4 layers) with random weights and a byte-level BPE
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -42,7 +43,7 @@ from calgrpo_lib.tasks import TaskConfig, generate_problems
 from calgrpo_lib.tokenizers_zoo import corpus_texts, train_tokenizer
 
 N_RESPONSES, T = 512, 64
-PROMPTS, GROUP = 8, 8
+PROMPTS, GROUP = 64, 8  # the GRPO step that produces N_RESPONSES = 512 completions
 
 
 def load_model_and_tokenizer() -> tuple[object, object, str]:
@@ -115,25 +116,17 @@ def mapping_batch(tok: object, canonical: bool) -> tuple[torch.Tensor, torch.Ten
 
 
 def grpo_step_work(model: object, tok: object) -> Callable[[], None]:
-    """A closure doing one step's sampling (64 x 64 new tokens) and one forward+backward on the 64 sequences."""
-    problems = generate_problems(PROMPTS, seed=2)
-    prompts = [build_prompt(p.question) for p in problems for _ in range(GROUP)]
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
+    """A closure running one step of the project's trainer that yields the 512 responses the mapping handles:
+    64 prompts x 8 samples, up to 64 new tokens each (sampling, rewards, advantages, loss, optimizer step).
+    ``credit_mode="sequence"`` with no oracle keeps the mapping itself (and the oracle) out of the step."""
+    from calgrpo_lib.config import GRPOConfig
+    from calgrpo_lib.trainer import Trainer
 
-    def step() -> None:
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, max_new_tokens=T, min_new_tokens=T,
-                                 pad_token_id=tok.pad_token_id)
-        attn = torch.cat([enc["attention_mask"], torch.ones(out.shape[0], T, dtype=enc["attention_mask"].dtype)], 1)
-        model.train()
-        logits = model(input_ids=out, attention_mask=attn).logits[:, -T - 1:-1]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, out[:, -T:, None]).squeeze(-1)
-        (-logp.mean()).backward()
-        model.zero_grad(set_to_none=True)
-        model.eval()
-
-    return step
+    config = GRPOConfig(prompts_per_step=PROMPTS, num_generations=GROUP, max_new_tokens=T, eval_size=0,
+                        train_size=1024, save_every=0, credit_mode="sequence", oracle="none",
+                        output_dir=tempfile.mkdtemp(prefix="calgrpo-bench-"))
+    trainer = Trainer(config, model=model, tokenizer=tok, progress=False)
+    return trainer.step
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -157,7 +150,7 @@ def main() -> None:
     model, tok, what = load_model_and_tokenizer()
     print(f"policy: {what}; torch threads: {args.threads}")
     step_s = median_time(grpo_step_work(model, tok), args.repeats)
-    print(f"GRPO step (generate {PROMPTS * GROUP}x{T} + forward/backward): {step_s * 1000:9.1f} ms")
+    print(f"GRPO step ({PROMPTS} prompts x {GROUP} samples, <= {T} new tokens): {step_s * 1000:9.1f} ms")
     unigram = train_tokenizer("unigram", corpus_texts(500))
     for name, tokenizer, canonical in (("canonical", tok, True), ("non-canonical", tok, False),
                                        ("unigram non-canonical", unigram, False)):

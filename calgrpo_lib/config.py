@@ -58,7 +58,7 @@ class GRPOConfig:
     oracle_cache: str | None = None  #: sqlite file for oracle verdicts (default: <output_dir>/oracle_cache.sqlite)
     # --- loss and optimisation
     loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     beta: float = 0.0  #: KL weight (k3 estimator); 0 loads no reference model

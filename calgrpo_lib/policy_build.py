@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import platform
+import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ from .rewards import build_prompt
 from .tasks import Problem, TaskConfig, generate_problems
 from .validation import check_float, check_int, check_type
 
-__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "encode_examples", "sft",
+__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "training_answers",
+           "encode_examples", "sft",
            "build_tiny_policy", "write_model_card", "CHAT_TEMPLATE"]
 
 # The tiny policy's chat template renders a conversation in the plain format it was trained on.
@@ -50,17 +53,20 @@ class TinyBuildConfig:
     """Everything that determines the tiny policy: data, tokenizer, architecture, optimisation.
 
     ``steps * batch_size`` distinct train problems are generated, so no example is seen twice. The learning rate
-    warms up linearly for ``warmup`` steps, then follows a cosine down to ``min_lr_ratio * lr``.
+    warms up linearly for ``warmup`` steps, then follows a cosine down to ``min_lr_ratio * lr``. ``slip_rate`` is
+    the share of training solutions with one arithmetic slip (see :func:`slip_answer`); 0 trains on the references
+    only.
     """
 
     seed: int = 0
-    steps: int = 500
+    steps: int = 650
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    slip_rate: float = 0.2
     vocab_size: int = 1024
     tokenizer_problems: int = 20_000
     hidden_size: int = 256
@@ -81,6 +87,7 @@ class TinyBuildConfig:
         check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("grad_clip", self.grad_clip, 0.0, low_open=True)
+        check_float("slip_rate", self.slip_rate, 0.0, 1.0)
         check_type("task", self.task, TaskConfig)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
@@ -132,12 +139,71 @@ def tiny_llama_config(tokenizer: Any, cfg: TinyBuildConfig) -> Any:
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
-def encode_examples(tokenizer: Any, problems: Sequence[Problem]) -> list[tuple[list[int], int]]:
-    """``(ids, prompt_len)`` per problem: ``bos + prompt`` then ``answer + eos``; the loss starts at ``prompt_len``."""
+_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<\d+[-+*/]\d+=(\d+)>>\d+$")
+_SLIPS = (-10, -2, -1, 1, 2, 10)
+
+
+def _line(a: int, op: str, b: int, c: int) -> str:
+    return f"{a} {op} {b} = <<{a}{op}{b}={c}>>{c}"
+
+
+def _slipped(calcs: list[tuple[int, str, int, int]], k: int, delta: int) -> list[str] | None:
+    """Lines with result ``k`` off by ``delta`` and the chain after it recomputed; ``None`` when that cannot be done
+    exactly (a negative value, an inexact division, or a later line that does not continue the chain)."""
+    a, op, b, c = calcs[k]
+    value, true = c + delta, c
+    if value < 0:
+        return None
+    lines = [_line(*x) for x in calcs[:k]] + [_line(a, op, b, value)]
+    for a2, op2, b2, c2 in calcs[k + 1:]:
+        if a2 != true or (op2 == "/" and value % b2) or (op2 == "-" and value < b2):
+            return None
+        new = {"+": value + b2, "-": value - b2, "*": value * b2, "/": value // b2}[op2]
+        lines.append(_line(value, op2, b2, new))
+        value, true = new, c2
+    return [*lines, f"#### {value}"]
+
+
+def slip_answer(problem: Problem, rng: random.Random) -> str:
+    """``problem.answer`` with one arithmetic slip: one line's result is off by 1, 2 or 10 and the following lines
+    compute correctly from the wrong value, so the final answer is wrong. Such slips in a fifth of the SFT data
+    teach the tiny policy to slip now and then when it samples (greedy decoding mostly does not), which gives GRPO
+    groups with both right and wrong answers and errors that sit in one identifiable line. Falls back to the
+    unchanged answer when no line can slip exactly."""
+    calcs = []
+    for step in problem.steps:
+        m = _LINE.match(step)
+        if m is None:
+            return problem.answer
+        calcs.append((int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
+    for k in rng.sample(range(len(calcs)), len(calcs)):
+        lines = _slipped(calcs, k, rng.choice(_SLIPS))
+        if lines is not None:
+            return "\n".join(lines)
+    return problem.answer
+
+
+def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int) -> list[str]:
+    """The SFT target of each problem: its reference solution, or with probability ``slip_rate`` a slipped one."""
+    check_float("slip_rate", slip_rate, 0.0, 1.0)
+    rng = random.Random(f"calgrpo-slips/{seed}")
+    return [slip_answer(p, rng) if rng.random() < slip_rate else p.answer for p in problems]
+
+
+def encode_examples(tokenizer: Any, problems: Sequence[Problem],
+                    answers: Sequence[str] | None = None) -> list[tuple[list[int], int]]:
+    """``(ids, prompt_len)`` per problem: ``bos + prompt`` then ``answer + eos``; the loss starts at ``prompt_len``.
+
+    ``answers`` (default: each ``problem.answer``) are the targets, tokenized apart from the prompt, exactly as
+    generation sees them.
+    """
     prompts = tokenizer([build_prompt(p.question) for p in problems], add_special_tokens=True)["input_ids"]
-    answers = tokenizer([p.answer for p in problems], add_special_tokens=False)["input_ids"]
+    targets = list(answers) if answers is not None else [p.answer for p in problems]
+    if len(targets) != len(problems):
+        raise ValueError(f"answers has {len(targets)} items but problems has {len(problems)}; allowed: equal lengths")
+    ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    return [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
+    return [(p + a + [eos], len(p)) for p, a in zip(prompts, ids)]
 
 
 def _batches(lengths: Sequence[int], batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
@@ -241,9 +307,10 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
     from transformers import LlamaForCausalLM
 
     problems = generate_problems(cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", config=cfg.task)
+    answers = training_answers(problems, cfg.slip_rate, cfg.seed)
     corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)
-    examples = encode_examples(tokenizer, problems)
+    examples = encode_examples(tokenizer, problems, answers)
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(tiny_llama_config(tokenizer, cfg))
     probe = generate_problems(128, seed=1, split="test", config=cfg.task)
@@ -251,7 +318,8 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
               eval_every=eval_every, progress=progress)
     facts = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "task"}, "task": repr(cfg.task),
              "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
-             "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples), "log": log}
+             "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples),
+             "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)), "log": log}
     return model, tokenizer, facts
 
 
