@@ -66,6 +66,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as a ``torch.device``; ``None`` picks the best available: cuda, then mps, then cpu."""
     if device is not None:
         check_type("device", device, (str, torch.device))
+        if isinstance(device, str):
+            check_choice("device", device.split(":")[0], DEVICES)
         dev = torch.device(device)
         check_choice("device", dev.type, DEVICES)
         return dev
@@ -361,6 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=d.steps)
     b.add_argument("--batch-size", type=int, default=d.batch_size)
     b.add_argument("--lr", type=float, default=d.lr)
+    b.add_argument("--slip-rate", type=float, default=d.slip_rate, help="share of SFT targets with one slip")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
     b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")
@@ -378,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .policy_build import TinyBuildConfig, build_tiny_policy
 
         cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              threads=args.threads)
+                              slip_rate=args.slip_rate, threads=args.threads)
         info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
         print({k: v for k, v in info.items() if not isinstance(v, dict)})
         return 0

@@ -383,7 +383,8 @@ def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
         fmt=100 * g["format_rate"], n=g["n"], mixed=100 * grp["mixed_rate"], n_groups=grp["n_groups"],
         all_right=100 * grp["all_right_rate"], all_wrong=100 * grp["all_wrong_rate"],
         sample_acc=100 * grp["sample_accuracy"], sample_fmt=100 * grp["format_rate"], size_mb=info["size_mb"],
-        sha=info["weights_sha256"][:16], out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
+        sha=info["weights_sha256"][:16], slipped=f"{info.get('slipped_examples', 0):,}",
+        out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
     path = Path(out_dir) / "README.md"
     path.write_text(text)
     return path
@@ -399,8 +400,9 @@ from calgrpo_lib.policy import load_policy
 model, tokenizer = load_policy("tiny")
 ```
 
-It is deliberately **half-trained**: it answers about half of the held-out problems right, so GRPO has something to
-improve and most groups of sampled answers contain both right and wrong ones.
+It is deliberately **half-trained**: greedy decoding answers {acc:.0f}% of the held-out problems right, and when it
+samples it slips now and then, so GRPO has something to improve and most groups of sampled answers contain both
+right and wrong ones.
 
 ## Prompt and answer format
 
@@ -422,12 +424,20 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
 ## Training
 
 - Data: {train_examples} distinct train-split problems from `generate_problems(n, seed={seed}, split="train")` with
-  `{task}`, {train_tokens} tokens; the tokenizer is trained on the first {tokenizer_problems:,} of them.
+  `{task}`,
+  {train_tokens} tokens; the tokenizer is trained on the first {tokenizer_problems:,} of them.
+- Slips: {slipped} of the targets ({slip_rate:.0%} asked) carry one arithmetic slip: one line's result is off by 1, 2
+  or 10 and the later lines compute correctly from the wrong value (`policy_build.slip_answer`). Greedy decoding
+  mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips
+  (`slip_rate=0`) the model is sharper: after 500 steps it was 52% right greedily but only 44% of G=8 groups were
+  mixed.
 - SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
   (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps then cosine to
   {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.
-- Build time: {build_minutes:.1f} min on {machine}. Deterministic: the same seed and thread count give the same
-  weights (sha256 of model.safetensors starts `{sha}`).
+- Build time: {build_minutes:.1f} min (tokenizer, data and SFT; evaluation apart) on {machine}
+  (a load average above the number of threads means other jobs shared the cores: the time is then pessimistic).
+  Deterministic: the same seed and thread count on the same machine give the same weights (sha256 of
+  model.safetensors starts `{sha}`).
 
 ## Evaluation (held-out: `generate_problems(512, seed=0, split="test")`, disjoint from train)
 
@@ -442,7 +452,7 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
 ## Rebuild
 
 ```bash
-python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps}
+python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps} --slip-rate {slip_rate}
 ```
 
 `build_info.json` holds these numbers, the loss curve and the full configuration.

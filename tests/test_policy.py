@@ -243,11 +243,19 @@ def test_local_qwen2_chat_model_loads_through_load_policy(tmp_path):
         assert bool(done) == (ids[length - 1].item() in eos_ids)
 
 
-def test_missing_pad_token_falls_back_to_eos_with_a_warning(tmp_path):
+def test_missing_pad_token_falls_back_to_unk_then_eos_with_a_warning(tmp_path):
+    from transformers import AutoTokenizer
+
+    from calgrpo_lib.policy import _ensure_pad_token
+
     _qwen_like(tmp_path, with_pad=False)
+    _, tok = load_policy(tmp_path, device="cpu")  # this tokenizer has an unk token distinct from eos: pads with it
+    assert tok.pad_token_id == tok.unk_token_id != tok.eos_token_id
+    bare = AutoTokenizer.from_pretrained(tmp_path)
+    bare.unk_token = None
     with pytest.warns(UserWarning, match="EOS"):
-        _, tok = load_policy(tmp_path, device="cpu")
-    assert tok.pad_token_id == tok.eos_token_id
+        _ensure_pad_token(bare)
+    assert bare.pad_token_id == bare.eos_token_id
 
 
 def test_unreachable_hub_id_says_how_to_pass_a_local_path(monkeypatch):
