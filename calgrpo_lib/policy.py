@@ -122,7 +122,10 @@ def load_policy(name_or_path: str | os.PathLike = TINY, *, device: str | torch.d
 
     ``device``: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` (best available). ``dtype``: a ``torch.dtype``, a
     name (``"bfloat16"``, ``"float32"``, ...) or ``None`` (bf16 on a CUDA GPU that supports it, else fp32). The
-    model is returned in eval mode; the tokenizer pads on the left (for batched generation) and has a pad token.
+    model is returned in eval mode; the tokenizer pads on the left (for batched generation) and has a pad token
+    (its own, else its unk token, else its EOS token with a warning). A hub id that cannot be reached raises an
+    ``OSError`` that says how to pass a local folder instead; without a network the hub client retries for about a
+    minute first, ``HF_HUB_OFFLINE=1`` makes it fail at once.
     """
     check_type("name_or_path", name_or_path, (str, os.PathLike))
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -132,6 +135,9 @@ def load_policy(name_or_path: str | os.PathLike = TINY, *, device: str | torch.d
     name = os.fspath(name_or_path)
     local = name == TINY or Path(name).is_dir()
     path = TINY_DIR if name == TINY else Path(name) if local else name
+    if not local and (name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or Path(name).exists()):
+        raise FileNotFoundError(f"name_or_path={name!r} is not a folder; allowed: 'tiny', a folder saved with "
+                                "save_pretrained, or a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'")
     if name == TINY and not (TINY_DIR / "config.json").is_file():
         raise FileNotFoundError(f"the shipped tiny policy is missing from {TINY_DIR}; rebuild it with "
                                 f"`python -m calgrpo_lib.policy build --out {TINY_DIR}`")
