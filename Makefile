@@ -30,5 +30,14 @@ test: setup lint
 train: setup
 	$(BIN)/python -m calgrpo_lib train --preset tiny
 
+# CAL credit modes vs plain GRPO on equal budgets (tiny preset): results/cal_vs_grpo.json and its figures.
+# Re-running skips the runs already stored; e.g. `make experiment EXPERIMENT_ARGS="--max-steps 50 --overwrite"`.
+EXPERIMENT_MODES ?= sequence cal_sparse cal_hybrid prefix
+EXPERIMENT_SEEDS ?= 0 1 2
+EXPERIMENT_ARGS ?=
+experiment: setup
+	$(BIN)/python -m calgrpo_lib.experiment --modes $(EXPERIMENT_MODES) --seeds $(EXPERIMENT_SEEDS) \
+		--out results/cal_vs_grpo.json $(EXPERIMENT_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

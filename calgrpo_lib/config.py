@@ -45,6 +45,7 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
+    min_new_tokens: int = 0  #: stop tokens are masked until a completion has this many tokens (<= max_new_tokens)
     # --- advantages and credit
     scale_rewards: str = "group"  #: "group" (GRPO), "batch" (TRL) or "none" (Dr. GRPO)
     credit_mode: str = "cal_hybrid"  #: "sequence", "cal_sparse", "cal_hybrid" or "prefix" (see credit.py)
@@ -94,6 +95,10 @@ class GRPOConfig:
         check_float("temperature", self.temperature, 0.0, None, low_open=True)
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         check_int("max_new_tokens", self.max_new_tokens, 1, None)
+        check_int("min_new_tokens", self.min_new_tokens, 0, None)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens!r} is out of range; allowed: an int in [0, "
+                             f"max_new_tokens={self.max_new_tokens}]")
         check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         check_choice("credit_mode", self.credit_mode, CREDIT_MODE_CHOICES)
         check_float("negative_reward", self.negative_reward, None, 0.0)

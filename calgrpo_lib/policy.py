@@ -14,8 +14,10 @@ num_return_sequences`` rows ordered prompt-major (the samples of prompt ``i`` ar
     completion_ids  (N, T)  long   right-padded with pad_id    completion_mask  (N, T)  1 = generated token
 
 A completion stops at the first stop token (the tokenizer's EOS and the model's ``generation_config`` EOS ids);
-that token is kept in ``completion_ids`` with mask 1, because it is part of the loss. ``texts[i]`` is the decoded
-completion without special tokens. Masks are built from lengths, never by comparing ids with ``pad_id``.
+that token is kept in ``completion_ids`` with mask 1, because it is part of the loss. ``min_new_tokens=k`` masks the
+stop tokens to ``-inf`` for the first ``k`` tokens (as ``transformers``' ``min_new_tokens``), so every completion
+holds at least ``k`` tokens before its stop token. ``texts[i]`` is the decoded completion without special tokens.
+Masks are built from lengths, never by comparing ids with ``pad_id``.
 
 Command line: ``python -m calgrpo_lib.policy build --out DIR`` (re)builds the tiny policy;
 ``python -m calgrpo_lib.policy eval [--model tiny]`` prints its held-out greedy accuracy.
@@ -222,9 +224,13 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
 
 @torch.no_grad()
 def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
-                   temperature: float, top_p: float, stop: torch.Tensor, pad_id: int,
-                   gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample up to ``max_new_tokens`` per row with a KV cache; return ``(completion_ids, completion_mask, done)``."""
+                   temperature: float, top_p: float, stop: torch.Tensor, pad_id: int, gen: torch.Generator | None,
+                   min_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample up to ``max_new_tokens`` per row with a KV cache; return ``(completion_ids, completion_mask, done)``.
+
+    The stop tokens get ``-inf`` logits while fewer than ``min_new_tokens`` tokens are generated; this changes no
+    draw from ``gen`` (one ``multinomial`` per token either way), so ``min_new_tokens=0`` samples exactly as before.
+    """
     dev = prompt_ids.device
     attn = prompt_mask
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
@@ -232,8 +238,11 @@ def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     past, next_pos = out.past_key_values, pos[:, -1:] + 1
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=dev)
     tokens, masks = [], []
-    for _ in range(max_new_tokens):
-        tok = _sample(out.logits[:, -1], temperature, top_p, gen)
+    for t in range(max_new_tokens):
+        logits = out.logits[:, -1]
+        if t < min_new_tokens:
+            logits = logits.index_fill(-1, stop, float("-inf"))
+        tok = _sample(logits, temperature, top_p, gen)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         masks.append(~done)
         tokens.append(tok)
@@ -252,11 +261,16 @@ def _pad_right(t: torch.Tensor, width: int, value: int) -> torch.Tensor:
 
 
 def _check_generate_args(prompts: Any, max_new_tokens: int, temperature: float, top_p: float,
-                         num_return_sequences: int, seed: int | None, batch_size: int | None) -> None:
+                         num_return_sequences: int, seed: int | None, batch_size: int | None,
+                         min_new_tokens: int = 0) -> None:
     check_type("prompts", prompts, (list, tuple))
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts={str(prompts)[:80]!r}; allowed: a non-empty list of strings")
     check_int("max_new_tokens", max_new_tokens, 1, None)
+    check_int("min_new_tokens", min_new_tokens, 0, None)
+    if min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens={min_new_tokens!r} is out of range; allowed: an int in [0, "
+                         f"max_new_tokens={max_new_tokens}]")
     check_float("temperature", temperature, 0.0)
     check_float("top_p", top_p, 0.0, 1.0, low_open=True)
     check_int("num_return_sequences", num_return_sequences, 1, None)
@@ -268,15 +282,18 @@ def _check_generate_args(prompts: Any, max_new_tokens: int, temperature: float, 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 128,
              temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1, seed: int | None = None,
-             batch_size: int | None = None) -> Generation:
+             batch_size: int | None = None, min_new_tokens: int = 0) -> Generation:
     """Sample ``num_return_sequences`` completions per prompt, batched and KV-cached.
 
     ``temperature=0`` is greedy; ``> 0`` samples from ``softmax(logits / temperature)`` restricted to the top-``p``
     nucleus. ``seed`` makes sampling reproducible (same seed, batch size and device -> same tokens); ``None`` uses
     torch's global generator. ``batch_size`` caps the rows run together (default: all ``N`` rows at once).
-    Returns a :class:`Generation`; see the module docstring for the shapes.
+    ``min_new_tokens`` (``0 <= min_new_tokens <= max_new_tokens``) forbids the stop tokens before that many tokens,
+    so every completion is at least that long (``min_new_tokens == max_new_tokens``: all exactly that long, as for
+    timing runs); ``0`` (default) changes nothing. Returns a :class:`Generation`; see the module docstring.
     """
-    _check_generate_args(prompts, max_new_tokens, temperature, top_p, num_return_sequences, seed, batch_size)
+    _check_generate_args(prompts, max_new_tokens, temperature, top_p, num_return_sequences, seed, batch_size,
+                         min_new_tokens)
     dev = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop = torch.tensor(_stop_ids(model, tokenizer), device=dev)
@@ -291,7 +308,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
         for s in range(0, len(rows), step):
             ids, mask = _left_pad(rows[s: s + step], pad_id)
             chunks.append(_generate_rows(model, ids.to(dev), mask.to(dev), max_new_tokens, temperature, top_p,
-                                         stop, pad_id, gen))
+                                         stop, pad_id, gen, min_new_tokens))
     finally:
         model.train(was_training)
     width = max(c[0].shape[1] for c in chunks)
@@ -369,6 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=d.steps)
     b.add_argument("--batch-size", type=int, default=d.batch_size)
     b.add_argument("--lr", type=float, default=d.lr)
+    b.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                   help="cosine floor as a share of --lr (1 = constant after warm-up)")
+    b.add_argument("--train-problems", type=int, default=d.train_problems,
+                   help="distinct training problems generated (default steps x batch size)")
     b.add_argument("--slip-rate", type=float, default=d.slip_rate, help="share of SFT targets with one slip")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
@@ -387,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .policy_build import TinyBuildConfig, build_tiny_policy
 
         cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              min_lr_ratio=args.min_lr_ratio, train_problems=args.train_problems,
                               slip_rate=args.slip_rate, threads=args.threads)
         info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
         print({k: v for k, v in info.items() if not isinstance(v, dict)})

@@ -52,8 +52,11 @@ CHAT_TEMPLATE = (
 class TinyBuildConfig:
     """Everything that determines the tiny policy: data, tokenizer, architecture, optimisation.
 
-    ``steps * batch_size`` distinct train problems are generated, so no example is seen twice. The learning rate
-    warms up linearly for ``warmup`` steps, then follows a cosine down to ``min_lr_ratio * lr``. ``slip_rate`` is
+    ``train_problems`` distinct train problems are generated (default ``steps * batch_size``, so no example is seen
+    twice); the batches walk one fixed shuffle of them, so a shorter run with the same ``train_problems`` sees the
+    same data in the same order and its tokenizer is the same. The learning rate warms up linearly for ``warmup``
+    steps, then follows a cosine down to ``min_lr_ratio * lr`` (``min_lr_ratio=1`` keeps it constant, so a run of
+    ``k`` steps ends with the weights a longer run had at step ``k``). ``slip_rate`` is
     the share of training solutions with one arithmetic slip (see :func:`slip_answer`); 0 trains on the references
     only.
     """
@@ -61,6 +64,7 @@ class TinyBuildConfig:
     seed: int = 0
     steps: int = 650
     batch_size: int = 32
+    train_problems: int | None = None
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup: int = 100
@@ -83,6 +87,8 @@ class TinyBuildConfig:
                      "num_heads", "intermediate_size", "max_len", "threads"):
             check_int(name, getattr(self, name), 1, None)
         check_int("warmup", self.warmup, 0, None)
+        if self.train_problems is not None:
+            check_int("train_problems", self.train_problems, self.batch_size, None)
         check_float("lr", self.lr, 0.0, low_open=True)
         check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_float("weight_decay", self.weight_decay, 0.0)
@@ -306,7 +312,8 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
     """Tokenizer, model and SFT of one build; return ``(model, tokenizer, facts)``."""
     from transformers import LlamaForCausalLM
 
-    problems = generate_problems(cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", config=cfg.task)
+    n_problems = cfg.train_problems or cfg.steps * cfg.batch_size
+    problems = generate_problems(n_problems, seed=cfg.seed, split="train", config=cfg.task)
     answers = training_answers(problems, cfg.slip_rate, cfg.seed)
     corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)

@@ -45,7 +45,8 @@ def sample_rollouts(model: Any, tokenizer: Any, problems: list[Problem], config:
     """Sample ``config.num_generations`` completions per problem (KV-cached, batched, seeded by ``seed``)."""
     prompts = [build_prompt(p.question, config.prompt_style, tokenizer) for p in problems]
     g = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                 top_p=config.top_p, num_return_sequences=config.num_generations, seed=seed)
+                 top_p=config.top_p, num_return_sequences=config.num_generations, seed=seed,
+                 min_new_tokens=config.min_new_tokens)
     device = next(model.parameters()).device
     input_ids = torch.cat([g.prompt_ids, g.completion_ids], dim=1).to(device)  # (N, P + T)
     attention_mask = torch.cat([g.prompt_mask, g.completion_mask], dim=1).to(device)  # (N, P + T)

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .validation import check_float, check_int, check_type
+from .validation import check_choice, check_float, check_int, check_type
 
 __all__ = ["token_heatmap", "token_heatmap_html", "token_heatmap_figure", "token_matrix_figure", "credit_color",
            "display_token", "format_table", "advantage_bars", "advantage_widget", "aggregation_bars",
@@ -597,3 +597,76 @@ class TrainingPlot:
             self._handle = display(image, display_id=True)
         else:
             self._handle.update(image)
+
+
+# ---------------------------------------------------------------------- CAL vs GRPO experiment (notebook 05)
+# Functions of this section: experiment_curves. ``results`` is the dict written by
+# ``calgrpo_lib.experiment.run_experiment``: its "runs" hold "mode", "seed" and an "eval_curve" of
+# {"step", "accuracy", "wall_time_s"} points.
+
+__all__ += ["experiment_curves", "EXPERIMENT_COLORS"]
+
+#: line colour of each credit mode in :func:`experiment_curves` (other modes cycle through the palette below)
+EXPERIMENT_COLORS = {"sequence": "#444444", "cal_sparse": "#e66101", "cal_hybrid": "#0571b0", "prefix": "#1a9641"}
+_EXTRA_COLORS = ("#5e3c99", "#ca0020", "#b8860b", "#4dac26")
+
+
+def _experiment_runs(results: Any) -> dict[str, list[dict[str, Any]]]:
+    check_type("results", results, dict)
+    runs = results.get("runs")
+    if not isinstance(runs, list):
+        raise ValueError(f"results has no 'runs' list (keys {sorted(results)}); allowed: the dict of run_experiment")
+    by_mode: dict[str, list[dict[str, Any]]] = {}
+    for i, run in enumerate(runs):
+        check_type(f"results['runs'][{i}]", run, dict)
+        missing = [k for k in ("mode", "eval_curve") if k not in run]
+        if missing:
+            raise ValueError(f"results['runs'][{i}] lacks {missing}; allowed: run records with 'mode' and "
+                             f"'eval_curve'")
+        by_mode.setdefault(str(run["mode"]), []).append(run)
+    return by_mode
+
+
+def experiment_curves(results: dict[str, Any], x: str = "step", *, title: str | None = None, ax: Any = None):
+    """Held-out accuracy of each credit mode over training: the mean over seeds as a line, min-max as a band.
+
+    Points are grouped by evaluation step across a mode's seeds (equal budgets: every seed is evaluated at the
+    same steps). At step ``k``, with ``acc_s(k)`` the accuracy of seed ``s``, the line is ``mean_s acc_s(k)`` and
+    the band spans ``[min_s acc_s(k), max_s acc_s(k)]``. ``x="step"`` draws against ``k``; ``x="wall_time"``
+    against ``mean_s wall_time_s(k)``, the seeds' mean training wall time up to step ``k`` (seconds). Returns a
+    matplotlib ``Figure``; pass ``ax`` to draw into an existing axes.
+    """
+    from matplotlib.figure import Figure
+
+    check_choice("x", x, ("step", "wall_time"))
+    by_mode = _experiment_runs(results)
+    if ax is None:
+        fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    extra = iter(_EXTRA_COLORS * 4)
+    for mode, runs in by_mode.items():
+        points: dict[int, list[dict[str, Any]]] = {}
+        for run in runs:
+            for p in run["eval_curve"]:
+                points.setdefault(int(p["step"]), []).append(p)
+        steps = sorted(points)
+        acc = [[float(p["accuracy"]) for p in points[k]] for k in steps]
+        xs = (steps if x == "step"
+              else [sum(float(p["wall_time_s"]) for p in points[k]) / len(points[k]) for k in steps])
+        color = EXPERIMENT_COLORS.get(mode) or next(extra)
+        ax.fill_between(xs, [min(a) for a in acc], [max(a) for a in acc], color=color, alpha=0.18, linewidth=0)
+        ax.plot(xs, [sum(a) / len(a) for a in acc], color=color, marker="o", markersize=3, linewidth=2,
+                label=f"{mode} ({len(runs)} seed{'s' if len(runs) != 1 else ''})")
+    low, high = ax.get_ylim()
+    if high - low < 0.1:  # flat curves: show at least 10 points of accuracy
+        middle = (low + high) / 2
+        ax.set_ylim(middle - 0.05, middle + 0.05)
+    ax.set_xlabel("step" if x == "step" else "training wall time (s)")
+    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize=8, loc="best", title="mean, band = min-max over seeds", title_fontsize=8)
+    ax.set_title(title or f"accuracy vs {'step' if x == 'step' else 'wall time'}", fontsize=10)
+    return fig

@@ -14,6 +14,7 @@ from calgrpo_lib.credit import CREDIT_MODES
     ("epsilon", -1.0, "a number > 0"),
     ("credit_mode", "dense", "'sequence', 'cal_sparse', 'cal_hybrid', 'prefix'"),
     ("max_new_tokens", 0, "an int >= 1"),
+    ("min_new_tokens", -1, "an int >= 0"),
     ("top_p", 1.5, "a number in (0.0, 1.0]"),
     ("loss_type", "ppo", "'grpo', 'dr_grpo', 'dapo', 'bnpo'"),
     ("learning_rate", float("nan"), "a number > 0"),
@@ -31,6 +32,19 @@ def test_cross_field_checks():
     with pytest.raises(ValueError, match="credit_mode='cal_hybrid' needs an oracle"):
         GRPOConfig(oracle="none")
     GRPOConfig(oracle="none", credit_mode="sequence")
+
+
+def test_min_new_tokens_above_max_new_tokens_names_the_field():
+    with pytest.raises(ValueError) as info:
+        GRPOConfig(max_new_tokens=32, min_new_tokens=33)
+    assert "min_new_tokens=33" in str(info.value) and "an int in [0, max_new_tokens=32]" in str(info.value)
+    with pytest.raises(ValueError, match="min_new_tokens=65"):
+        preset("tiny", min_new_tokens=65)  # the preset's max_new_tokens is 64
+    assert GRPOConfig(max_new_tokens=32, min_new_tokens=32).min_new_tokens == 32
+    assert GRPOConfig().min_new_tokens == 0
+    args = build_parser().parse_args(["train", "--min-new-tokens", "64"])
+    assert config_from_args(args).min_new_tokens == 64
+    assert main(["train", "--min-new-tokens", "65"]) == 2
 
 
 def test_presets_and_replace():

@@ -269,3 +269,38 @@ def test_unreachable_hub_id_says_how_to_pass_a_local_path(monkeypatch):
 def test_missing_local_folder_is_named():
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load_policy("./no/such/folder", device="cpu")
+
+
+def test_constant_lr_build_of_k_steps_ends_where_a_longer_build_was_at_step_k():
+    from transformers import LlamaForCausalLM
+
+    from calgrpo_lib import policy_build as pb
+
+    problems = generate_problems(24, seed=0, split="train")
+    tok = pb.train_tokenizer([build_prompt(p.question) + p.answer for p in problems], vocab_size=400)
+    examples = pb.encode_examples(tok, problems)
+
+    def weights_after(steps, at):
+        cfg = pb.TinyBuildConfig(steps=steps, batch_size=4, train_problems=24, min_lr_ratio=1.0, warmup=1,
+                                 hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(pb.tiny_llama_config(tok, cfg))
+        seen = {}
+
+        def snapshot(step):
+            if step == at:
+                seen["w"] = {k: v.clone() for k, v in model.state_dict().items()}
+            return {}
+
+        pb.sft(model, tok, examples, cfg, eval_fn=snapshot, eval_every=1, progress=False)
+        return seen["w"]
+
+    short, long = weights_after(3, 3), weights_after(5, 3)
+    assert all(torch.equal(short[k], long[k]) for k in short)
+
+
+def test_build_config_rejects_too_few_train_problems():
+    from calgrpo_lib.policy_build import TinyBuildConfig
+
+    with pytest.raises(ValueError, match="train_problems"):
+        TinyBuildConfig(batch_size=32, train_problems=8)
