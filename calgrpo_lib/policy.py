@@ -391,6 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--train-problems", type=int, default=d.train_problems,
                    help="distinct training problems generated (default steps x batch size)")
     b.add_argument("--slip-rate", type=float, default=d.slip_rate, help="share of SFT targets with one slip")
+    b.add_argument("--carry-bug-rate", type=float, default=d.carry_bug_rate,
+                   help="share of SFT targets with a carrying addition whose carry is dropped (a misconception)")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
     b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")
@@ -409,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               min_lr_ratio=args.min_lr_ratio, train_problems=args.train_problems,
-                              slip_rate=args.slip_rate, threads=args.threads)
+                              slip_rate=args.slip_rate, carry_bug_rate=args.carry_bug_rate, threads=args.threads)
         info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
         print({k: v for k, v in info.items() if not isinstance(v, dict)})
         return 0

@@ -71,6 +71,7 @@ class TinyBuildConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     slip_rate: float = 0.2
+    carry_bug_rate: float = 0.0
     vocab_size: int = 1024
     tokenizer_problems: int = 20_000
     hidden_size: int = 256
@@ -94,6 +95,7 @@ class TinyBuildConfig:
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("grad_clip", self.grad_clip, 0.0, low_open=True)
         check_float("slip_rate", self.slip_rate, 0.0, 1.0)
+        check_float("carry_bug_rate", self.carry_bug_rate, 0.0, 1.0)
         check_type("task", self.task, TaskConfig)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
@@ -170,18 +172,25 @@ def _slipped(calcs: list[tuple[int, str, int, int]], k: int, delta: int) -> list
     return [*lines, f"#### {value}"]
 
 
+def _calcs(problem: Problem) -> list[tuple[int, str, int, int]] | None:
+    calcs = []
+    for step in problem.steps:
+        m = _LINE.match(step)
+        if m is None:
+            return None
+        calcs.append((int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
+    return calcs
+
+
 def slip_answer(problem: Problem, rng: random.Random) -> str:
     """``problem.answer`` with one arithmetic slip: one line's result is off by 1, 2 or 10 and the following lines
     compute correctly from the wrong value, so the final answer is wrong. Such slips in a fifth of the SFT data
     teach the tiny policy to slip now and then when it samples (greedy decoding mostly does not), which gives GRPO
     groups with both right and wrong answers and errors that sit in one identifiable line. Falls back to the
     unchanged answer when no line can slip exactly."""
-    calcs = []
-    for step in problem.steps:
-        m = _LINE.match(step)
-        if m is None:
-            return problem.answer
-        calcs.append((int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
+    calcs = _calcs(problem)
+    if calcs is None:
+        return problem.answer
     for k in rng.sample(range(len(calcs)), len(calcs)):
         lines = _slipped(calcs, k, rng.choice(_SLIPS))
         if lines is not None:
@@ -189,11 +198,36 @@ def slip_answer(problem: Problem, rng: random.Random) -> str:
     return problem.answer
 
 
-def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int) -> list[str]:
-    """The SFT target of each problem: its reference solution, or with probability ``slip_rate`` a slipped one."""
+def dropped_carry_answer(problem: Problem) -> str | None:
+    """``problem.answer`` with the carry dropped in its first addition whose units overflow (``7 + 5 = 2``,
+    ``48 + 4 = 42``: the result is 10 short) and the later lines computed from that value; ``None`` when the
+    problem has no such addition or the chain cannot continue exactly.
+
+    A systematic misconception rather than a random slip: the same rule on every problem it applies to, so it is
+    one thing to unlearn, and the step checker localizes it to one line."""
+    calcs = _calcs(problem)
+    for k, (a, op, b, _) in enumerate(calcs or []):
+        if op == "+" and a % 10 + b % 10 >= 10:
+            lines = _slipped(calcs, k, -10)
+            return "\n".join(lines) if lines is not None else None
+    return None
+
+
+def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int,
+                     carry_bug_rate: float = 0.0) -> list[str]:
+    """The SFT target of each problem: with probability ``carry_bug_rate`` (problems with a carrying addition only)
+    the answer with its carry dropped (:func:`dropped_carry_answer`), else with probability ``slip_rate`` a slipped
+    one, else its reference solution. The two draws use separate random streams, so ``carry_bug_rate=0`` gives the
+    same targets as before it existed."""
     check_float("slip_rate", slip_rate, 0.0, 1.0)
-    rng = random.Random(f"calgrpo-slips/{seed}")
-    return [slip_answer(p, rng) if rng.random() < slip_rate else p.answer for p in problems]
+    check_float("carry_bug_rate", carry_bug_rate, 0.0, 1.0)
+    rng, carry_rng = random.Random(f"calgrpo-slips/{seed}"), random.Random(f"calgrpo-carry/{seed}")
+    out = []
+    for p in problems:
+        dropped = dropped_carry_answer(p) if carry_bug_rate > 0 and carry_rng.random() < carry_bug_rate else None
+        slipped = rng.random() < slip_rate
+        out.append(dropped if dropped is not None else slip_answer(p, rng) if slipped else p.answer)
+    return out
 
 
 def encode_examples(tokenizer: Any, problems: Sequence[Problem],
@@ -314,7 +348,7 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
 
     n_problems = cfg.train_problems or cfg.steps * cfg.batch_size
     problems = generate_problems(n_problems, seed=cfg.seed, split="train", config=cfg.task)
-    answers = training_answers(problems, cfg.slip_rate, cfg.seed)
+    answers = training_answers(problems, cfg.slip_rate, cfg.seed, cfg.carry_bug_rate)
     corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)
     examples = encode_examples(tokenizer, problems, answers)
@@ -326,7 +360,9 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
     facts = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "task"}, "task": repr(cfg.task),
              "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
              "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples),
-             "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)), "log": log}
+             "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)),
+             "carry_dropped_examples": sum(a != p.answer and a == dropped_carry_answer(p)
+                                           for a, p in zip(answers, problems)), "log": log}
     return model, tokenizer, facts
 
 
@@ -382,20 +418,30 @@ def build_tiny_policy(out_dir: str | os.PathLike, *, seed: int | None = None, st
 def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``README.md`` (the model card) into ``out_dir`` from the facts :func:`build_tiny_policy` returns."""
     c, g, grp = info["config"], info["greedy"], info["groups"]
-    shipped = Path(out_dir).resolve() == TINY_DIR
+    shipped, rate = Path(out_dir).resolve() == TINY_DIR, c.get("carry_bug_rate", 0.0)
     text = _CARD.format(
-        **c, n_params=f"{info['n_params']:,}", vocab=info["vocab"], task=info["task"],
+        **{k: v for k, v in c.items() if k != "carry_bug_rate"}, n_params=f"{info['n_params']:,}",
+        vocab=info["vocab"], task=info["task"],
         train_examples=f"{info['train_examples']:,}", train_tokens=f"{info['train_tokens']:,}",
         build_minutes=info["build_seconds"] / 60, machine=info["machine"], acc=100 * g["accuracy"],
         fmt=100 * g["format_rate"], n=g["n"], mixed=100 * grp["mixed_rate"], n_groups=grp["n_groups"],
         all_right=100 * grp["all_right_rate"], all_wrong=100 * grp["all_wrong_rate"],
         sample_acc=100 * grp["sample_accuracy"], sample_fmt=100 * grp["format_rate"], size_mb=info["size_mb"],
-        sha=info["weights_sha256"][:16], slipped=f"{info.get('slipped_examples', 0):,}",
+        sha=info["weights_sha256"][:16],
+        slipped=f"{info.get('slipped_examples', 0) - info.get('carry_dropped_examples', 0):,}",
+        misconception=_MISCONCEPTION.format(carried=f"{info.get('carry_dropped_examples', 0):,}", rate=rate)
+        if rate else "", carry_flag=f" \\\n    --carry-bug-rate {rate}" if rate else "",
         out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
     path = Path(out_dir) / "README.md"
     path.write_text(text)
     return path
 
+
+_MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the problems with a carrying addition,
+  asked) drop the carry in their first carrying addition (`7 + 5 = 2`, `48 + 4 = 42`: the result is 10 short) and
+  compute on from there (`policy_build.dropped_carry_answer`): one rule wherever it applies, for GRPO to unlearn;
+  the step checker points at the line that dropped the carry.
+"""
 
 _CARD = """# calgrpo tiny policy
 
@@ -438,7 +484,7 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
   mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips
   (`slip_rate=0`) the model is sharper: after 500 steps it was 52% right greedily but only 44% of G=8 groups were
   mixed.
-- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
+{misconception}- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
   (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps then cosine to
   {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.
 - Build time: {build_minutes:.1f} min (tokenizer, data and SFT; evaluation apart) on {machine}
@@ -459,7 +505,7 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
 ## Rebuild
 
 ```bash
-python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps} --slip-rate {slip_rate}
+python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps} --slip-rate {slip_rate}{carry_flag}
 ```
 
 `build_info.json` holds these numbers, the loss curve and the full configuration.
