@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .validation import check_choice, check_float, check_int, check_type
+from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
 __all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "LOSS_TYPES", "ORACLES", "SCALE_REWARDS"]
 
@@ -94,11 +94,7 @@ class GRPOConfig:
         check_int("num_generations", self.num_generations, 2, None)
         check_float("temperature", self.temperature, 0.0, None, low_open=True)
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
-        check_int("max_new_tokens", self.max_new_tokens, 1, None)
-        check_int("min_new_tokens", self.min_new_tokens, 0, None)
-        if self.min_new_tokens > self.max_new_tokens:
-            raise ValueError(f"min_new_tokens={self.min_new_tokens!r} is out of range; allowed: an int in [0, "
-                             f"max_new_tokens={self.max_new_tokens}]")
+        check_new_tokens(self.max_new_tokens, self.min_new_tokens)
         check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         check_choice("credit_mode", self.credit_mode, CREDIT_MODE_CHOICES)
         check_float("negative_reward", self.negative_reward, None, 0.0)

@@ -37,7 +37,7 @@ import torch
 
 from .rewards import build_prompt, format_reward, is_correct
 from .tasks import Problem
-from .validation import check_choice, check_float, check_int, check_type
+from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
 __all__ = [
     "TINY", "TINY_DIR", "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN", "Generation", "load_policy", "pick_device",
@@ -266,11 +266,7 @@ def _check_generate_args(prompts: Any, max_new_tokens: int, temperature: float, 
     check_type("prompts", prompts, (list, tuple))
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts={str(prompts)[:80]!r}; allowed: a non-empty list of strings")
-    check_int("max_new_tokens", max_new_tokens, 1, None)
-    check_int("min_new_tokens", min_new_tokens, 0, None)
-    if min_new_tokens > max_new_tokens:
-        raise ValueError(f"min_new_tokens={min_new_tokens!r} is out of range; allowed: an int in [0, "
-                         f"max_new_tokens={max_new_tokens}]")
+    check_new_tokens(max_new_tokens, min_new_tokens)
     check_float("temperature", temperature, 0.0)
     check_float("top_p", top_p, 0.0, 1.0, low_open=True)
     check_int("num_return_sequences", num_return_sequences, 1, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_int", "check_float", "check_choice", "check_type"]
+__all__ = ["check_int", "check_float", "check_choice", "check_type", "check_new_tokens"]
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
@@ -21,6 +21,15 @@ def check_int(name: str, value: Any, low: int | None, high: int | None) -> None:
         raise TypeError(f"{name}={value!r} is not an int; allowed: an int{_range(low, high)}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name}={value!r} is out of range; allowed: an int{_range(low, high)}")
+
+
+def check_new_tokens(max_new_tokens: Any, min_new_tokens: Any = 0) -> None:
+    """Raise unless ``1 <= max_new_tokens`` and ``0 <= min_new_tokens <= max_new_tokens`` (ints)."""
+    check_int("max_new_tokens", max_new_tokens, 1, None)
+    check_int("min_new_tokens", min_new_tokens, 0, None)
+    if min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens={min_new_tokens!r} is out of range; allowed: an int in [0, "
+                         f"max_new_tokens={max_new_tokens}]")
 
 
 def check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
