@@ -48,7 +48,8 @@ from .validation import check_choice, check_int, check_type
 
 __all__ = ["RESULTS_FORMAT", "DEFAULT_OUT", "DEFAULT_RUN_DIR", "HISTORY_KEYS", "PER_RUN_FIELDS", "SUMMARY_COLUMNS",
            "COST_COLUMNS", "run_experiment", "experiment_config", "load_results", "find_results", "summary_table",
-           "summary_text", "target_accuracy", "steps_to_reach", "reach_text", "describe_results", "main"]
+           "summary_text", "runs_by_mode", "target_accuracy", "steps_to_reach", "reach_text", "describe_results",
+           "main"]
 
 RESULTS_FORMAT = "calgrpo-experiment/1"  #: ``format`` field of a results file
 DEFAULT_OUT = "results/cal_vs_grpo.json"
@@ -90,8 +91,8 @@ def _check_seeds(seeds: Any) -> list[int]:
     return list(seeds)
 
 
-def _check_results(results: Any) -> list[dict[str, Any]]:
-    """The runs of a results dict, checked for the keys the summaries read."""
+def _check_results(results: Any, keys: Sequence[str] = _RUN_KEYS) -> list[dict[str, Any]]:
+    """The runs of a results dict, checked for ``keys`` (by default those the summaries read)."""
     check_type("results", results, dict)
     runs = results.get("runs")
     if not isinstance(runs, list):
@@ -99,18 +100,24 @@ def _check_results(results: Any) -> list[dict[str, Any]]:
                          f"run_experiment, with results['runs'] a list of run records")
     for i, run in enumerate(runs):
         check_type(f"results['runs'][{i}]", run, dict)
-        missing = [k for k in _RUN_KEYS if k not in run]
+        missing = [k for k in keys if k not in run]
         if missing:
-            raise ValueError(f"results['runs'][{i}] lacks {missing}; allowed: run records with keys {list(_RUN_KEYS)}")
+            raise ValueError(f"results['runs'][{i}] lacks {missing}; allowed: run records with keys {list(keys)}")
     return runs
+
+
+def runs_by_mode(results: dict[str, Any], keys: Sequence[str] = _RUN_KEYS) -> dict[str, list[dict[str, Any]]]:
+    """The runs of ``results``, checked for ``keys``, grouped by mode (modes in order of first appearance, each
+    mode's runs sorted by seed)."""
+    return _by_mode(_check_results(results, keys))
 
 
 def _by_mode(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Runs grouped by mode, modes in order of first appearance, runs of a mode sorted by seed."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        grouped.setdefault(run["mode"], []).append(run)
-    return {mode: sorted(rs, key=lambda r: r["seed"]) for mode, rs in grouped.items()}
+        grouped.setdefault(str(run["mode"]), []).append(run)
+    return {mode: sorted(rs, key=lambda r: r.get("seed", 0)) for mode, rs in grouped.items()}
 
 
 # ---------------------------------------------------------------------------------------------- running

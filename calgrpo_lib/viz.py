@@ -611,22 +611,6 @@ EXPERIMENT_COLORS = {"sequence": "#444444", "cal_sparse": "#e66101", "cal_hybrid
 _EXTRA_COLORS = ("#5e3c99", "#ca0020", "#b8860b", "#4dac26")
 
 
-def _experiment_runs(results: Any) -> dict[str, list[dict[str, Any]]]:
-    check_type("results", results, dict)
-    runs = results.get("runs")
-    if not isinstance(runs, list):
-        raise ValueError(f"results has no 'runs' list (keys {sorted(results)}); allowed: the dict of run_experiment")
-    by_mode: dict[str, list[dict[str, Any]]] = {}
-    for i, run in enumerate(runs):
-        check_type(f"results['runs'][{i}]", run, dict)
-        missing = [k for k in ("mode", "eval_curve") if k not in run]
-        if missing:
-            raise ValueError(f"results['runs'][{i}] lacks {missing}; allowed: run records with 'mode' and "
-                             f"'eval_curve'")
-        by_mode.setdefault(str(run["mode"]), []).append(run)
-    return by_mode
-
-
 def experiment_curves(results: dict[str, Any], x: str = "step", *, title: str | None = None, ax: Any = None):
     """Held-out accuracy of each credit mode over training: the mean over seeds as a line, min-max as a band.
 
@@ -639,7 +623,9 @@ def experiment_curves(results: dict[str, Any], x: str = "step", *, title: str | 
     from matplotlib.figure import Figure
 
     check_choice("x", x, ("step", "wall_time"))
-    by_mode = _experiment_runs(results)
+    from .experiment import runs_by_mode
+
+    by_mode = runs_by_mode(results, keys=("mode", "eval_curve"))
     if ax is None:
         fig = Figure(figsize=(7.0, 4.0), layout="constrained")
         ax = fig.add_subplot()
