@@ -362,7 +362,8 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
              "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples),
              "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)),
              "carry_dropped_examples": sum(a != p.answer and a == dropped_carry_answer(p)
-                                           for a, p in zip(answers, problems)), "log": log}
+                                           for a, p in zip(answers, problems)) if cfg.carry_bug_rate else 0,
+             "log": log}
     return model, tokenizer, facts
 
 
@@ -420,8 +421,7 @@ def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
     c, g, grp = info["config"], info["greedy"], info["groups"]
     shipped, rate = Path(out_dir).resolve() == TINY_DIR, c.get("carry_bug_rate", 0.0)
     text = _CARD.format(
-        **{k: v for k, v in c.items() if k != "carry_bug_rate"}, n_params=f"{info['n_params']:,}",
-        vocab=info["vocab"], task=info["task"],
+        **c, n_params=f"{info['n_params']:,}", vocab=info["vocab"], task=info["task"],
         train_examples=f"{info['train_examples']:,}", train_tokens=f"{info['train_tokens']:,}",
         build_minutes=info["build_seconds"] / 60, machine=info["machine"], acc=100 * g["accuracy"],
         fmt=100 * g["format_rate"], n=g["n"], mixed=100 * grp["mixed_rate"], n_groups=grp["n_groups"],
