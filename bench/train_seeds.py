@@ -4,7 +4,8 @@ For each seed, trains the shipped tiny policy with the ``tiny`` preset (override
 prints held-out greedy accuracy before -> after, the gain in points and the wall time. The issue's target: a
 gain of >= 10 points within <= 150 steps (<= 5 min on 2 CPU cores) for each of 3 seeds.
 
-    python bench/train_seeds.py --seeds 0 1 2 [--max-steps 150] [--credit-mode cal_hybrid]
+    python bench/train_seeds.py --seeds 0 1 2 [--max-steps N] [--model DIR] [--learning-rate LR] \\
+        [--credit-mode cal_hybrid]
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from calgrpo_lib.trainer import train
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--max-steps", type=int, default=150)
+    ap.add_argument("--max-steps", type=int, default=None, help="default: the tiny preset's")
     ap.add_argument("--credit-mode", default="cal_hybrid")
+    ap.add_argument("--model", default="tiny", help="policy to train (default: the shipped tiny policy)")
+    ap.add_argument("--learning-rate", type=float, default=None, help="default: the tiny preset's")
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-seeds")
     args = ap.parse_args()
@@ -34,8 +37,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for seed in args.seeds:
-        config = preset("tiny", seed=seed, max_steps=args.max_steps, credit_mode=args.credit_mode,
-                        eval_every=args.eval_every, save_every=0, output_dir=f"{args.out}/seed{seed}")
+        given = {k: v for k, v in (("learning_rate", args.learning_rate), ("max_steps", args.max_steps))
+                 if v is not None}
+        config = preset("tiny", seed=seed, credit_mode=args.credit_mode, model=args.model, eval_every=args.eval_every,
+                        save_every=0, output_dir=f"{args.out}/seed{seed}", **given)
         result = train(config, progress=False)
         before, after = result.eval_before["accuracy"], result.eval_after["accuracy"]
         rows.append({"seed": seed, "before": before, "after": after, "wall_s": result.wall_time_s})

@@ -388,7 +388,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="distinct training problems generated (default steps x batch size)")
     b.add_argument("--slip-rate", type=float, default=d.slip_rate, help="share of SFT targets with one slip")
     b.add_argument("--carry-bug-rate", type=float, default=d.carry_bug_rate,
-                   help="share of SFT targets with a carrying addition whose carry is dropped (a misconception)")
+                   help="share of SFT targets with a line that carries or borrows whose carry is forgotten "
+                        "(a misconception)")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
     b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")

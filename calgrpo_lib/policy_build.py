@@ -62,7 +62,7 @@ class TinyBuildConfig:
     """
 
     seed: int = 0
-    steps: int = 650
+    steps: int = 1000
     batch_size: int = 32
     train_problems: int | None = None
     lr: float = 2e-3
@@ -71,7 +71,7 @@ class TinyBuildConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     slip_rate: float = 0.2
-    carry_bug_rate: float = 0.0
+    carry_bug_rate: float = 0.6
     vocab_size: int = 1024
     tokenizer_problems: int = 20_000
     hidden_size: int = 256
@@ -199,26 +199,32 @@ def slip_answer(problem: Problem, rng: random.Random) -> str:
 
 
 def dropped_carry_answer(problem: Problem) -> str | None:
-    """``problem.answer`` with the carry dropped in its first addition whose units overflow (``7 + 5 = 2``,
-    ``48 + 4 = 42``: the result is 10 short) and the later lines computed from that value; ``None`` when the
-    problem has no such addition or the chain cannot continue exactly.
+    """``problem.answer`` with the carry forgotten in its first line that carries or borrows, and the later lines
+    computed from that value; ``None`` when the problem has no such line or the chain cannot continue exactly.
 
-    A systematic misconception rather than a random slip: the same rule on every problem it applies to, so it is
-    one thing to unlearn, and the step checker localizes it to one line."""
+    An addition whose units overflow loses the carry (``7 + 5 = 2``, ``48 + 4 = 42``: 10 short); a subtraction
+    whose units need a borrow loses it (``54 - 8 = 56``: 10 over). A systematic misconception rather than a random
+    slip: one rule on every problem it applies to, so it is one thing to unlearn, and the step checker localizes
+    it to one line."""
     calcs = _calcs(problem)
     for k, (a, op, b, _) in enumerate(calcs or []):
         if op == "+" and a % 10 + b % 10 >= 10:
-            lines = _slipped(calcs, k, -10)
-            return "\n".join(lines) if lines is not None else None
+            delta = -10
+        elif op == "-" and a >= 10 and a % 10 < b % 10:
+            delta = 10
+        else:
+            continue
+        lines = _slipped(calcs, k, delta)
+        return "\n".join(lines) if lines is not None else None
     return None
 
 
 def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int,
                      carry_bug_rate: float = 0.0) -> list[str]:
-    """The SFT target of each problem: with probability ``carry_bug_rate`` (problems with a carrying addition only)
-    the answer with its carry dropped (:func:`dropped_carry_answer`), else with probability ``slip_rate`` a slipped
-    one, else its reference solution. The two draws use separate random streams, so ``carry_bug_rate=0`` gives the
-    same targets as before it existed."""
+    """The SFT target of each problem: with probability ``carry_bug_rate`` (problems with a line that carries or
+    borrows only) the answer with that carry dropped (:func:`dropped_carry_answer`), else with probability
+    ``slip_rate`` a slipped one, else its reference solution. The two draws use separate random streams, so
+    ``carry_bug_rate=0`` gives the same targets as before it existed."""
     check_float("slip_rate", slip_rate, 0.0, 1.0)
     check_float("carry_bug_rate", carry_bug_rate, 0.0, 1.0)
     rng, carry_rng = random.Random(f"calgrpo-slips/{seed}"), random.Random(f"calgrpo-carry/{seed}")
@@ -430,17 +436,23 @@ def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
         sha=info["weights_sha256"][:16],
         slipped=f"{info.get('slipped_examples', 0) - info.get('carry_dropped_examples', 0):,}",
         misconception=_MISCONCEPTION.format(carried=f"{info.get('carry_dropped_examples', 0):,}", rate=rate)
-        if rate else "", carry_flag=f" \\\n    --carry-bug-rate {rate}" if rate else "",
+        if rate else "", misconception_intro=_MISCONCEPTION_INTRO if rate else "",
+        carry_flag=f" \\\n    --carry-bug-rate {rate}" if rate else "",
         out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
     path = Path(out_dir) / "README.md"
     path.write_text(text)
     return path
 
 
-_MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the problems with a carrying addition,
-  asked) drop the carry in their first carrying addition (`7 + 5 = 2`, `48 + 4 = 42`: the result is 10 short) and
-  compute on from there (`policy_build.dropped_carry_answer`): one rule wherever it applies, for GRPO to unlearn;
-  the step checker points at the line that dropped the carry.
+_MISCONCEPTION_INTRO = """ It also has one systematic **misconception**: it
+often forgets the carry (`48 + 4 = 42`), as its training data taught it. GRPO can unlearn a rule like that from
+the reward alone, since sampling already produces the right carry a good share of the time; facts the policy never
+learned (`17 * 6 = 64`) it can hardly fix, since sampling rarely produces them."""
+
+_MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the problems with a line that carries or
+  borrows, asked) forget the carry in their first such line (`7 + 5 = 2`, `48 + 4 = 42`: 10 short; `54 - 8 = 56`:
+  10 over) and compute on from there (`policy_build.dropped_carry_answer`): one rule wherever it applies, for GRPO
+  to unlearn; the step checker points at the line that forgot the carry.
 """
 
 _CARD = """# calgrpo tiny policy
@@ -453,9 +465,9 @@ from calgrpo_lib.policy import load_policy
 model, tokenizer = load_policy("tiny")
 ```
 
-It is deliberately **half-trained**: greedy decoding answers {acc:.0f}% of the held-out problems right, and when it
+It is deliberately **imperfect**: greedy decoding answers {acc:.0f}% of the held-out problems right, and when it
 samples it slips now and then, so GRPO has something to improve and most groups of sampled answers contain both
-right and wrong ones.
+right and wrong ones.{misconception_intro}
 
 ## Prompt and answer format
 
@@ -481,9 +493,9 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
   {train_tokens} tokens; the tokenizer is trained on the first {tokenizer_problems:,} of them.
 - Slips: {slipped} of the targets ({slip_rate:.0%} asked) carry one arithmetic slip: one line's result is off by 1, 2
   or 10 and the later lines compute correctly from the wrong value (`policy_build.slip_answer`). Greedy decoding
-  mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips
-  (`slip_rate=0`) the model is sharper: after 500 steps it was 52% right greedily but only 44% of G=8 groups were
-  mixed.
+  mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips the model
+  is sharper and fewer groups are mixed (an earlier build with `slip_rate=0`: 52% right greedily after 500 steps,
+  44% of G=8 groups mixed; one with `slip_rate=0.05`: 38% mixed).
 {misconception}- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
   (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps then cosine to
   {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.

@@ -306,29 +306,35 @@ def test_build_config_rejects_too_few_train_problems():
         TinyBuildConfig(batch_size=32, train_problems=8)
 
 
-def test_dropped_carry_is_ten_short_at_the_first_carrying_addition_and_the_chain_continues():
+def test_dropped_carry_is_ten_off_at_the_first_line_that_carries_or_borrows_and_the_chain_continues():
     from calgrpo_lib.oracle import StepCheckOracle
     from calgrpo_lib.policy_build import dropped_carry_answer, training_answers
     from calgrpo_lib.rewards import extract_answer
 
+    def carries(step: str) -> bool:
+        a, op, b = step.split(" =")[0].split(" ")
+        a, b = int(a), int(b)
+        return (op == "+" and a % 10 + b % 10 >= 10) or (op == "-" and a >= 10 and a % 10 < b % 10)
+
     problems = generate_problems(400, seed=0, split="train")
-    oracle, n = StepCheckOracle(), 0
+    oracle, kinds = StepCheckOracle(), {"+": 0, "-": 0}
     for p in problems:
         wrong = dropped_carry_answer(p)
-        carrying = [s for s in p.steps if " + " in s and sum(int(x) % 10 for x in s.split(" =")[0].split(" + ")) >= 10]
         if wrong is None:
             continue
-        n += 1
-        assert carrying and wrong != p.answer and extract_answer(wrong) != p.final
+        first = next(s for s in p.steps if carries(s))
+        assert wrong != p.answer and extract_answer(wrong) != p.final
         verdict = oracle.judge(p.question, p.answer, wrong)
-        assert verdict.localized and verdict.step is not None and "+" in verdict.quote
-        a, b = verdict.quote.split(" =")[0].split(" + ")
-        assert verdict.quote.endswith(f">>{int(a) + int(b) - 10}")
-    assert n >= 50
+        assert verdict.localized and verdict.quote.startswith(first.split(" =")[0] + " =")
+        a, op, b = first.split(" =")[0].split(" ")
+        kinds[op] += 1
+        shift = -10 if op == "+" else 10
+        assert verdict.quote.endswith(f">>{(int(a) + int(b) if op == '+' else int(a) - int(b)) + shift}")
+    assert kinds["+"] >= 50 and kinds["-"] >= 10
     plain = training_answers(problems, 0.2, 0)
     assert plain == training_answers(problems, 0.2, 0, carry_bug_rate=0.0)  # the old targets, draw for draw
     bugged = training_answers(problems, 0.0, 0, carry_bug_rate=1.0)
-    assert sum(a != p.answer for a, p in zip(bugged, problems)) == n
+    assert sum(a != p.answer for a, p in zip(bugged, problems)) == sum(kinds.values())
 
 
 def test_model_card_names_the_misconception_only_when_the_build_had_one(tmp_path):
@@ -338,6 +344,7 @@ def test_model_card_names_the_misconception_only_when_the_build_had_one(tmp_path
     from calgrpo_lib.policy_build import write_model_card
 
     info = json.loads((TINY_DIR / "build_info.json").read_text())
+    info["config"]["carry_bug_rate"], info["carry_dropped_examples"] = 0.0, 0
     plain = write_model_card(tmp_path, info).read_text()
     assert "Misconception" not in plain and "--carry-bug-rate" not in plain
     info["config"]["carry_bug_rate"], info["carry_dropped_examples"] = 0.6, 1234

@@ -84,3 +84,14 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
     result = Trainer(config, callbacks=[interrupt], progress=False).train()
     assert result.interrupted and result.steps_done == 2
     assert (tmp_path / "checkpoints" / "step-000002" / "model.safetensors").exists()
+
+
+def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_path):
+    """The tiny preset's learning, on a fifth of its budget: 25 steps, the full held-out set (256 problems)."""
+    from calgrpo_lib.config import preset
+    from calgrpo_lib.trainer import train
+
+    result = train(preset("tiny", max_steps=25, eval_every=0, save_every=0, output_dir=str(tmp_path)),
+                   progress=False)
+    before, after = result.eval_before["accuracy"], result.eval_after["accuracy"]
+    assert result.steps_done == 25 and after >= before + 0.03, (before, after)
