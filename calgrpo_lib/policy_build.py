@@ -57,8 +57,9 @@ class TinyBuildConfig:
     same data in the same order and its tokenizer is the same. The learning rate warms up linearly for ``warmup``
     steps, then follows a cosine down to ``min_lr_ratio * lr`` (``min_lr_ratio=1`` keeps it constant, so a run of
     ``k`` steps ends with the weights a longer run had at step ``k``). ``slip_rate`` is
-    the share of training solutions with one arithmetic slip (see :func:`slip_answer`); 0 trains on the references
-    only.
+    the share of training solutions with one arithmetic slip (see :func:`slip_answer`); ``carry_bug_rate`` the share
+    of problems with a line that carries or borrows whose solution forgets that carry (see
+    :func:`dropped_carry_answer`); both 0 train on the references only.
     """
 
     seed: int = 0
