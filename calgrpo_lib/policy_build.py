@@ -32,7 +32,8 @@ from .rewards import build_prompt
 from .tasks import Problem, TaskConfig, generate_problems
 from .validation import check_float, check_int, check_type
 
-__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "training_answers",
+__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "forgotten_carry_shift",
+           "dropped_carry_answer", "training_answers",
            "encode_examples", "sft",
            "build_tiny_policy", "write_model_card", "CHAT_TEMPLATE"]
 
@@ -199,9 +200,20 @@ def slip_answer(problem: Problem, rng: random.Random) -> str:
     return problem.answer
 
 
+def forgotten_carry_shift(a: int, op: str, b: int) -> int:
+    """How far ``a op b`` lands when its carry is forgotten: -10 for an addition whose units overflow
+    (``7 + 5 = 2``), +10 for a subtraction whose units need a borrow (``54 - 8 = 56``), 0 when nothing carries."""
+    if op == "+" and a % 10 + b % 10 >= 10:
+        return -10
+    if op == "-" and a >= 10 and a % 10 < b % 10:
+        return 10
+    return 0
+
+
 def dropped_carry_answer(problem: Problem) -> str | None:
-    """``problem.answer`` with the carry forgotten in its first line that carries or borrows, and the later lines
-    computed from that value; ``None`` when the problem has no such line or the chain cannot continue exactly.
+    """``problem.answer`` with the carry forgotten in its first line that carries or borrows
+    (:func:`forgotten_carry_shift`), and the later lines computed from that value; ``None`` when the problem has no
+    such line or the chain cannot continue exactly.
 
     An addition whose units overflow loses the carry (``7 + 5 = 2``, ``48 + 4 = 42``: 10 short); a subtraction
     whose units need a borrow loses it (``54 - 8 = 56``: 10 over). A systematic misconception rather than a random
@@ -209,14 +221,10 @@ def dropped_carry_answer(problem: Problem) -> str | None:
     it to one line."""
     calcs = _calcs(problem)
     for k, (a, op, b, _) in enumerate(calcs or []):
-        if op == "+" and a % 10 + b % 10 >= 10:
-            delta = -10
-        elif op == "-" and a >= 10 and a % 10 < b % 10:
-            delta = 10
-        else:
-            continue
-        lines = _slipped(calcs, k, delta)
-        return "\n".join(lines) if lines is not None else None
+        delta = forgotten_carry_shift(a, op, b)
+        if delta:
+            lines = _slipped(calcs, k, delta)
+            return "\n".join(lines) if lines is not None else None
     return None
 
 

@@ -306,6 +306,15 @@ def test_build_config_rejects_too_few_train_problems():
         TinyBuildConfig(batch_size=32, train_problems=8)
 
 
+def test_forgotten_carry_shift_is_ten_off_only_where_a_line_carries_or_borrows():
+    from calgrpo_lib.policy_build import forgotten_carry_shift
+
+    assert forgotten_carry_shift(7, "+", 5) == -10 and forgotten_carry_shift(48, "+", 4) == -10
+    assert forgotten_carry_shift(54, "-", 8) == 10
+    assert [forgotten_carry_shift(*x) for x in ((41, "+", 8), (58, "-", 3), (8, "-", 5), (17, "*", 6), (18, "/", 9))] \
+        == [0, 0, 0, 0, 0]
+
+
 def test_dropped_carry_is_ten_off_at_the_first_line_that_carries_or_borrows_and_the_chain_continues():
     from calgrpo_lib.oracle import StepCheckOracle
     from calgrpo_lib.policy_build import dropped_carry_answer, training_answers

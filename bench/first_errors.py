@@ -1,0 +1,61 @@
+"""Benchmark: what a policy's greedy mistakes are, by the first error the step checker finds.
+
+For each model folder (or ``tiny``), greedy answers on the trainer's held-out problems
+(``generate_problems(n, seed=0, split="test")``) are sorted into: right; first error a forgotten carry or borrow (the
+tiny policy's trained-in misconception, ``policy_build.forgotten_carry_shift``); another arithmetic error; a number
+from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic). Run it on a policy before
+and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed.
+
+    python bench/first_errors.py tiny runs/tiny/checkpoints/step-000050 [--n 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+from calgrpo_lib.oracle.stepcheck import check_solution
+from calgrpo_lib.policy import generate, load_policy
+from calgrpo_lib.policy_build import forgotten_carry_shift
+from calgrpo_lib.rewards import build_prompt, is_correct
+from calgrpo_lib.tasks import generate_problems
+
+KINDS = ("right", "forgotten carry", "arithmetic", "unknown_number", "final_answer", "no error found")
+_CLAIM = re.compile(r"<<(\d+)([-+])(\d+)=(\d+)>>")
+
+
+def first_error_kind(question: str, reference: str, final: float, response: str) -> str:
+    """One of :data:`KINDS` for ``response``."""
+    if is_correct(response, final):
+        return "right"
+    error = check_solution(question, reference, response)
+    if error is None:
+        return "no error found"
+    m = _CLAIM.search(response[error.start:error.end]) if error.kind == "arithmetic" else None
+    if m:
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        shift = forgotten_carry_shift(a, op, b)
+        if shift and c == (a + b if op == "+" else a - b) + shift:
+            return "forgotten carry"
+    return error.kind
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="'tiny' or model folders (a checkpoint folder works)")
+    ap.add_argument("--n", type=int, default=256, help="held-out problems (the trainer's default eval_size)")
+    args = ap.parse_args()
+    problems = generate_problems(args.n, seed=0, split="test")
+    print("| model | " + " | ".join(KINDS) + " |")
+    print("| --- " * (len(KINDS) + 1) + "|")
+    for name in args.models:
+        model, tok = load_policy(name, device="cpu")
+        prompts = [build_prompt(p.question, "plain", tok) for p in problems]
+        texts = generate(model, tok, prompts, max_new_tokens=64, batch_size=64).texts  # as the trainer evaluates
+        counts = Counter(first_error_kind(p.question, p.answer, p.final, t) for p, t in zip(problems, texts))
+        print(f"| {name} | " + " | ".join(str(counts[k]) for k in KINDS) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
