@@ -26,6 +26,7 @@ Command line: ``python -m calgrpo_lib.policy build --out DIR`` (re)builds the ti
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -41,7 +42,7 @@ from .validation import check_choice, check_float, check_int, check_new_tokens, 
 
 __all__ = [
     "TINY", "TINY_DIR", "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN", "Generation", "load_policy", "pick_device",
-    "pick_dtype", "generate", "greedy_accuracy", "group_stats", "main",
+    "pick_dtype", "generate", "greedy_accuracy", "group_stats", "main", "prompt_groups", "prefill_shared",
 ]
 
 TINY = "tiny"
@@ -222,6 +223,76 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs of identical consecutive prompt rows, as ``(first, inverse)``: ``first`` ``(U,)`` the row index where
+    each run starts, ``inverse`` ``(N,)`` the run of every row, so ``prompt_ids[first][inverse] == prompt_ids``.
+
+    The ``G`` samples of a prompt are consecutive rows with the same prompt, so ``U = B`` for a GRPO batch: their
+    prompt is run through the model once and its KV cache shared (see :func:`calgrpo_lib.rollout.sequence_forward`).
+    """
+    same = (prompt_ids[1:] == prompt_ids[:-1]).all(1) & (prompt_mask[1:] == prompt_mask[:-1]).all(1)  # (N-1,)
+    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=same.device), ~same])  # (N,)
+    return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
+
+
+def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, position_ids: torch.Tensor,
+                   logits_to_keep: int = 1) -> Any:
+    """Forward the prompts with ``use_cache=True``, running each run of identical rows once (:func:`prompt_groups`)
+    and copying its logits and KV cache to every row of the run; returns the model output for all ``N`` rows.
+
+    Equal, up to float rounding, to one forward over all rows; ``N / U`` times fewer prompt tokens pass the model.
+    Gradients flow through the shared cache (each copy's gradient adds up on its run's single forward).
+    """
+    first, inverse = prompt_groups(prompt_ids, prompt_mask)
+    if len(first) == prompt_ids.shape[0]:  # nothing shared
+        return model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
+                     logits_to_keep=logits_to_keep)
+    out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=position_ids[first],
+                use_cache=True, logits_to_keep=logits_to_keep)
+    out.past_key_values.batch_select_indices(inverse)  # (U, ...) -> (N, ...) in every layer
+    out.logits = out.logits[inverse]
+    return out
+
+
+@functools.cache
+def _preallocated_layer_class() -> type:
+    """A ``transformers`` ``DynamicLayer`` whose key/value buffers are allocated once for the whole generation:
+    ``update`` writes the new positions in place and returns views of the filled part, where ``DynamicLayer`` copies
+    the whole cache into a new tensor (``torch.cat``) at every token -- on a CPU that copy cost as much as the model.
+    (Defined on first use, as ``transformers`` is imported lazily.)"""
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            self.key_buffer[..., n:n + m, :] = key_states
+            self.value_buffer[..., n:n + m, :] = value_states
+            self.keys, self.values = self.key_buffer[..., :n + m, :], self.value_buffer[..., :n + m, :]
+            return self.keys, self.values
+
+    return PreallocatedLayer
+
+
+def _preallocate(cache: Any, extra: int) -> None:
+    """Give every plain ``DynamicLayer`` of ``cache`` room for ``extra`` more positions (others are left as they
+    are: sliding-window and linear-attention layers keep their own update rules)."""
+    from transformers.cache_utils import DynamicLayer
+
+    for i, layer in enumerate(getattr(cache, "layers", [])):
+        if type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.dim() != 4:
+            continue
+        grown = _preallocated_layer_class()()
+        grown.__dict__.update(layer.__dict__)
+        length = layer.keys.shape[-2]  # keys, values: (N, heads, length, head_dim)
+        grown.key_buffer = layer.keys.new_empty((*layer.keys.shape[:2], length + extra, layer.keys.shape[3]))
+        grown.value_buffer = layer.values.new_empty((*layer.values.shape[:2], length + extra, layer.values.shape[3]))
+        grown.key_buffer[..., :length, :] = layer.keys
+        grown.value_buffer[..., :length, :] = layer.values
+        grown.keys, grown.values = grown.key_buffer[..., :length, :], grown.value_buffer[..., :length, :]
+        cache.layers[i] = grown
+
+
 @torch.no_grad()
 def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
                    temperature: float, top_p: float, stop: torch.Tensor, pad_id: int, gen: torch.Generator | None,
@@ -234,8 +305,9 @@ def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     dev = prompt_ids.device
     attn = prompt_mask
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    out = prefill_shared(model, prompt_ids, attn, pos)  # the G samples of a prompt share its prefill
     past, next_pos = out.past_key_values, pos[:, -1:] + 1
+    _preallocate(past, max_new_tokens)
     done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=dev)
     tokens, masks = [], []
     for t in range(max_new_tokens):

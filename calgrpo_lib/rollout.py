@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .config import GRPOConfig
-from .policy import generate
+from .policy import generate, prefill_shared
 from .rewards import build_prompt
 from .tasks import Problem
 
@@ -55,13 +55,22 @@ def sample_rollouts(model: Any, tokenizer: Any, problems: list[Problem], config:
 
 
 def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     completion_start: int) -> torch.Tensor:
+                     completion_start: int, *, share_prompts: bool = True) -> torch.Tensor:
     """Logits of the last ``T + 1`` positions ``(n, T + 1, V)``: the ones that predict the completion tokens.
 
     Position ids count real tokens only (``cumsum(mask) - 1``), as during generation, so left padding does not shift
-    positions and the scored log-probs equal the sampling ones.
+    positions and the scored log-probs equal the sampling ones. With ``share_prompts`` (default), rows that repeat
+    the previous row's prompt (the ``G`` samples of a group) run their prompt once: the prompt's KV cache is computed
+    for the ``U`` distinct prompts, copied to the ``n`` rows, and the completions run on top of it
+    (:func:`calgrpo_lib.policy.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead of
+    ``n * (P + T)``. Same logits up to float rounding, same gradients.
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (n, P + T)
-    keep = input_ids.shape[1] - completion_start + 1
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 logits_to_keep=keep).logits
+    P = completion_start
+    if not share_prompts:
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     logits_to_keep=input_ids.shape[1] - P + 1).logits
+    prompt = prefill_shared(model, input_ids[:, :P], attention_mask[:, :P], position_ids[:, :P])  # logits (n, 1, V)
+    rest = model(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=position_ids[:, P:],
+                 past_key_values=prompt.past_key_values, use_cache=True)  # logits (n, T, V)
+    return torch.cat([prompt.logits, rest.logits], dim=1)  # (n, T + 1, V)
