@@ -17,7 +17,8 @@ A completion stops at the first stop token (the tokenizer's EOS and the model's 
 that token is kept in ``completion_ids`` with mask 1, because it is part of the loss. ``min_new_tokens=k`` masks the
 stop tokens to ``-inf`` for the first ``k`` tokens (as ``transformers``' ``min_new_tokens``), so every completion
 holds at least ``k`` tokens before its stop token. ``texts[i]`` is the decoded completion without special tokens.
-Masks are built from lengths, never by comparing ids with ``pad_id``.
+Masks are built from lengths, never by comparing ids with ``pad_id``. The ``G`` samples of a prompt share one
+prefill (:func:`prefill_shared`), and the KV cache is allocated once for all ``max_new_tokens`` positions.
 
 Command line: ``python -m calgrpo_lib.policy build --out DIR`` (re)builds the tiny policy;
 ``python -m calgrpo_lib.policy eval [--model tiny]`` prints its held-out greedy accuracy.
