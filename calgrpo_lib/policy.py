@@ -236,10 +236,11 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
 
 
-def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, position_ids: torch.Tensor,
-                   logits_to_keep: int = 1) -> Any:
+def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                   position_ids: torch.Tensor) -> Any:
     """Forward the prompts with ``use_cache=True``, running each run of identical rows once (:func:`prompt_groups`)
-    and copying its logits and KV cache to every row of the run; returns the model output for all ``N`` rows.
+    and copying its last-position logits and KV cache to every row of the run; returns the model output for all
+    ``N`` rows (logits ``(N, 1, V)``).
 
     Equal, up to float rounding, to one forward over all rows; ``N / U`` times fewer prompt tokens pass the model.
     Gradients flow through the shared cache (each copy's gradient adds up on its run's single forward).
@@ -247,9 +248,9 @@ def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     first, inverse = prompt_groups(prompt_ids, prompt_mask)
     if len(first) == prompt_ids.shape[0]:  # nothing shared
         return model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
-                     logits_to_keep=logits_to_keep)
+                     logits_to_keep=1)
     out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=position_ids[first],
-                use_cache=True, logits_to_keep=logits_to_keep)
+                use_cache=True, logits_to_keep=1)
     out.past_key_values.batch_select_indices(inverse)  # (U, ...) -> (N, ...) in every layer
     out.logits = out.logits[inverse]
     return out
