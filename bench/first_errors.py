@@ -4,7 +4,8 @@ For each model folder (or ``tiny``), greedy answers on the trainer's held-out pr
 (``generate_problems(n, seed=0, split="test")``) are sorted into: right; first error a forgotten carry or borrow (the
 tiny policy's trained-in misconception, ``policy_build.forgotten_carry_shift``); another arithmetic error; a number
 from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic). Run it on a policy before
-and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed.
+and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed; with two or more models it
+also counts, problem by problem, what each kind of the first became in the last.
 
     python bench/first_errors.py tiny runs/tiny/checkpoints/step-000050 [--n 256]
 """
@@ -49,12 +50,19 @@ def main() -> None:
     problems = generate_problems(args.n, seed=0, split="test")
     print("| model | " + " | ".join(KINDS) + " |")
     print("| --- " * (len(KINDS) + 1) + "|")
+    kinds = []
     for name in args.models:
         model, tok = load_policy(name, device="cpu")
         prompts = [build_prompt(p.question, "plain", tok) for p in problems]
         texts = generate(model, tok, prompts, max_new_tokens=64, batch_size=64).texts  # as the trainer evaluates
-        counts = Counter(first_error_kind(p.question, p.answer, p.final, t) for p, t in zip(problems, texts))
+        kinds.append([first_error_kind(p.question, p.answer, p.final, t) for p, t in zip(problems, texts)])
+        counts = Counter(kinds[-1])
         print(f"| {name} | " + " | ".join(str(counts[k]) for k in KINDS) + " |", flush=True)
+    if len(kinds) >= 2:  # per problem: what the first model's kind became in the last model
+        moves = Counter(zip(kinds[0], kinds[-1]))
+        print(f"\n| {args.models[0]} -> {args.models[-1]} | problems |\n| --- | --- |")
+        for (was, now), n in sorted(moves.items(), key=lambda kv: -kv[1]):
+            print(f"| {was} -> {now} | {n} |")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,20 @@ message naming the field, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
-__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "LOSS_TYPES", "ORACLES", "SCALE_REWARDS"]
+__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "LOSS_TYPES", "ORACLES", "SCALE_REWARDS",
+           "LR_SCHEDULERS", "lr_at_step"]
 
 CREDIT_MODE_CHOICES = ("sequence", "cal_sparse", "cal_hybrid", "prefix")  # == credit.CREDIT_MODES (a test checks)
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 ORACLES = ("stepcheck", "gemini", "openai", "local", "none")
 SCALE_REWARDS = ("group", "batch", "none")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -40,7 +43,7 @@ class GRPOConfig:
     train_size: int = 4096  #: training prompts drawn (synthetic: generated; gsm8k: the first n after a shuffle)
     eval_size: int = 256  #: held-out prompts for greedy evaluation
     # --- sampling
-    prompts_per_step: int = 8  #: B, distinct prompts per step
+    prompts_per_step: int = 16  #: B, distinct prompts per step
     num_generations: int = 8  #: G, completions per prompt (the group)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -60,6 +63,7 @@ class GRPOConfig:
     # --- loss and optimisation
     loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
     learning_rate: float = 1e-4
+    lr_scheduler_type: str = "constant"  #: "constant", "linear" (to 0 at max_steps) or "cosine" (to 0 at max_steps)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     beta: float = 0.0  #: KL weight (k3 estimator); 0 loads no reference model
@@ -67,7 +71,7 @@ class GRPOConfig:
     epsilon_high: float | None = None  #: upper clip range (DAPO's clip-higher), None = epsilon
     num_iterations: int = 1  #: optimisation passes over each batch of rollouts (mu in the GRPO paper)
     microbatch_size: int = 64  #: sequences per forward/backward; gradients accumulate over microbatches
-    max_steps: int = 50
+    max_steps: int = 75
     # --- bookkeeping
     eval_every: int = 25  #: greedy held-out evaluation every N steps (and before and after); 0 = only before/after
     save_every: int = 50  #: checkpoint every N steps (and at the end, and on Ctrl-C); 0 = only at the end
@@ -107,6 +111,7 @@ class GRPOConfig:
         check_int("oracle_concurrency", self.oracle_concurrency, 1, 256)
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
         check_float("learning_rate", self.learning_rate, 0.0, None, low_open=True)
+        check_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("max_grad_norm", self.max_grad_norm, 0.0, None, low_open=True)
         check_float("beta", self.beta, 0.0)
@@ -139,6 +144,15 @@ class GRPOConfig:
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; allowed: {sorted(names)}")
         return dataclasses.replace(self, **changes)
+
+
+def lr_at_step(config: GRPOConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): ``learning_rate`` times 1 (constant),
+    ``1 - step / max_steps`` (linear) or ``(1 + cos(pi * step / max_steps)) / 2`` (cosine)."""
+    progress = min(step, config.max_steps) / config.max_steps
+    factor = {"constant": 1.0, "linear": 1.0 - progress,
+              "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[config.lr_scheduler_type]
+    return config.learning_rate * factor
 
 
 PRESETS: dict[str, dict[str, Any]] = {

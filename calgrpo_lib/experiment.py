@@ -1,11 +1,12 @@
 """Does token-level credit help? CAL credit modes against plain GRPO, on equal budgets, over several seeds.
 
-:func:`run_experiment` trains the ``tiny`` preset once per (credit mode, seed). Every run gets the same budget: the
-same ``max_steps``, ``prompts_per_step`` (B) and ``num_generations`` (G), so the same ``max_steps * B * G`` sampled
-completions, and the same held-out evaluation every ``eval_every`` steps. Only ``credit_mode`` and ``seed`` differ;
-``credit_mode="sequence"`` is plain GRPO (no oracle call). After each run the results file is rewritten (atomically),
-so an interrupted experiment loses at most the run in progress, and calling it again with the same config trains only
-the (mode, seed) pairs the file does not hold yet.
+:func:`run_experiment` trains the ``tiny`` preset once per (credit mode, seed), on the budget :data:`BUDGET` (50
+steps of 8 prompts unless overridden). Every run gets the same budget: the same ``max_steps``, ``prompts_per_step``
+(B) and ``num_generations`` (G), so the same ``max_steps * B * G`` sampled completions, and the same held-out
+evaluation every ``eval_every`` steps. Only ``credit_mode`` and ``seed`` differ; ``credit_mode="sequence"`` is plain
+GRPO (no oracle call). After each run the results file is rewritten (atomically), so an interrupted experiment loses
+at most the run in progress, and calling it again with the same config trains only the (mode, seed) pairs the file
+does not hold yet.
 
 The results file (JSON) holds ``config`` (the shared config: every field but ``credit_mode``, ``seed``,
 ``output_dir`` and ``resume``) and ``runs``, one record per finished run:
@@ -46,10 +47,10 @@ from .config import CREDIT_MODE_CHOICES, GRPOConfig, preset
 from .notebook import fresh_run_dir
 from .validation import check_choice, check_int, check_type
 
-__all__ = ["RESULTS_FORMAT", "DEFAULT_OUT", "DEFAULT_RUN_DIR", "HISTORY_KEYS", "PER_RUN_FIELDS", "SUMMARY_COLUMNS",
-           "COST_COLUMNS", "run_experiment", "experiment_config", "load_results", "find_results", "summary_table",
-           "summary_text", "runs_by_mode", "target_accuracy", "steps_to_reach", "reach_text", "describe_results",
-           "main"]
+__all__ = ["BUDGET", "RESULTS_FORMAT", "DEFAULT_OUT", "DEFAULT_RUN_DIR", "HISTORY_KEYS", "PER_RUN_FIELDS",
+           "SUMMARY_COLUMNS", "COST_COLUMNS", "run_experiment", "experiment_config", "load_results", "find_results",
+           "summary_table", "summary_text", "runs_by_mode", "target_accuracy", "steps_to_reach", "reach_text",
+           "describe_results", "main"]
 
 RESULTS_FORMAT = "calgrpo-experiment/1"  #: ``format`` field of a results file
 DEFAULT_OUT = "results/cal_vs_grpo.json"
@@ -122,8 +123,14 @@ def _by_mode(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 # ---------------------------------------------------------------------------------------------- running
 
+#: The comparison's budget per run, laid over the tiny preset: half its prompts per step and fewer steps, so that
+#: the 12 runs of ``make experiment`` (4 modes x 3 seeds) take about 25 minutes on 2 CPU cores.
+BUDGET: dict[str, Any] = {"max_steps": 50, "prompts_per_step": 8}
+
+
 def experiment_config(**config_overrides: Any) -> GRPOConfig:
-    """The config every run shares: ``preset("tiny", **config_overrides)``, checked for what an experiment needs.
+    """The config every run shares: ``preset("tiny", **BUDGET, **config_overrides)``, checked for what an experiment
+    needs.
 
     ``credit_mode``, ``seed``, ``output_dir`` and ``resume`` are set per run and may not be overridden. Held-out
     evaluation is needed (``eval_size >= 1``); when ``eval_every`` is 0, it becomes ``max(1, max_steps // 6)`` so an
@@ -133,7 +140,7 @@ def experiment_config(**config_overrides: Any) -> GRPOConfig:
     if reserved:
         raise ValueError(f"config override(s) {reserved} are set per run by run_experiment (modes, seeds, run_dir); "
                          f"allowed: any other GRPOConfig field")
-    config = preset("tiny", **config_overrides)
+    config = preset("tiny", **{**BUDGET, **config_overrides})
     if config.eval_size < 1:
         raise ValueError(f"eval_size={config.eval_size!r} leaves nothing to evaluate; allowed: an int >= 1")
     if config.eval_every == 0:
@@ -368,7 +375,7 @@ def reach_text(results: dict[str, Any], target_mode: str = "sequence", *, by: st
 
 def describe_results(results: dict[str, Any]) -> str:
     """A few lines on what ``results`` holds: modes x seeds, the budget every run had, where it was timed, and the
-    shared config's differences from today's ``preset("tiny")`` (a file made before the preset changed says so)."""
+    shared config's differences from today's :func:`experiment_config` (a file made before it changed says so)."""
     runs = _check_results(results)
     config = results.get("config") or {}
     by_mode = _by_mode(runs)
@@ -384,8 +391,8 @@ def describe_results(results: dict[str, Any]) -> str:
         lines.append("timed on " + "; ".join(f"torch {t}, {n} thread(s), {m}" for t, n, m in sorted(envs, key=str)))
     if config:
         diff = _config_diff(config, _shared(experiment_config()))
-        shown = ", ".join(f"{k}={ours!r} (preset: {now!r})" for k, (ours, now) in diff.items())
-        lines.append(f"config vs today's preset('tiny'): {shown or 'the same'}")
+        shown = ", ".join(f"{k}={ours!r} (today: {now!r})" for k, (ours, now) in diff.items())
+        lines.append(f"config vs today's experiment_config(): {shown or 'the same'}")
     return "\n".join(lines)
 
 
@@ -396,7 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="CAL credit modes vs plain GRPO on equal budgets, over seeds.")
     parser.add_argument("--modes", nargs="+", default=list(CREDIT_MODE_CHOICES), help="credit modes (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--max-steps", type=int, default=None, help="steps per run (default: the tiny preset's)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help=f"steps per run (default {BUDGET['max_steps']})")
+    parser.add_argument("--prompts-per-step", type=int, default=None,
+                        help=f"prompts per step (default {BUDGET['prompts_per_step']})")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (default: preset's)")
     parser.add_argument("--eval-size", type=int, default=None, help="held-out problems (default: the preset's)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results JSON (default {DEFAULT_OUT})")
@@ -409,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment, print the tables, save the curves as ``<out stem>_step.png`` / ``_wall_time.png``."""
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("eval_every", args.eval_every),
-                                   ("eval_size", args.eval_size)) if v is not None}
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("prompts_per_step", args.prompts_per_step),
+                                   ("eval_every", args.eval_every), ("eval_size", args.eval_size)) if v is not None}
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars inside the bar over runs

@@ -59,8 +59,9 @@ class TinyBuildConfig:
     steps, then follows a cosine down to ``min_lr_ratio * lr`` (``min_lr_ratio=1`` keeps it constant, so a run of
     ``k`` steps ends with the weights a longer run had at step ``k``). ``slip_rate`` is
     the share of training solutions with one arithmetic slip (see :func:`slip_answer`); ``carry_bug_rate`` the share
-    of problems with a line that carries or borrows whose solution forgets that carry (see
-    :func:`dropped_carry_answer`); both 0 train on the references only.
+    of problems with a line that carries or borrows whose solution forgets every carry (see
+    :func:`dropped_carry_answer`); both 0 train on the references only. With a misconception, problems where it
+    cannot be written out exactly are left out of the training data.
     """
 
     seed: int = 0
@@ -211,21 +212,34 @@ def forgotten_carry_shift(a: int, op: str, b: int) -> int:
 
 
 def dropped_carry_answer(problem: Problem) -> str | None:
-    """``problem.answer`` with the carry forgotten in its first line that carries or borrows
-    (:func:`forgotten_carry_shift`), and the later lines computed from that value; ``None`` when the problem has no
-    such line or the chain cannot continue exactly.
+    """``problem.answer`` with every carry and borrow forgotten (:func:`forgotten_carry_shift`): each line computes
+    from the previous line's (possibly wrong) result with that rule; ``None`` when no line carries or borrows, or
+    when the chain cannot continue exactly (an inexact division, a negative value).
 
     An addition whose units overflow loses the carry (``7 + 5 = 2``, ``48 + 4 = 42``: 10 short); a subtraction
     whose units need a borrow loses it (``54 - 8 = 56``: 10 over). A systematic misconception rather than a random
-    slip: one rule on every problem it applies to, so it is one thing to unlearn, and the step checker localizes
-    it to one line."""
+    slip: one rule on every line it applies to, so it is one thing to unlearn, and the step checker localizes the
+    first line it breaks."""
     calcs = _calcs(problem)
-    for k, (a, op, b, _) in enumerate(calcs or []):
-        delta = forgotten_carry_shift(a, op, b)
-        if delta:
-            lines = _slipped(calcs, k, delta)
-            return "\n".join(lines) if lines is not None else None
-    return None
+    if not calcs:
+        return None
+    lines, value, true, dropped = [], calcs[0][0], calcs[0][0], False
+    for a, op, b, c in calcs:
+        if a != true or (op == "/" and value % b) or (op == "-" and value < b):
+            return None
+        shift = forgotten_carry_shift(value, op, b)
+        new = {"+": value + b, "-": value - b, "*": value * b, "/": value // b}[op] + shift
+        lines.append(_line(value, op, b, new))
+        dropped, value, true = dropped or bool(shift), new, c
+    return "\n".join([*lines, f"#### {value}"]) if dropped else None
+
+
+def _misconception_applies(problem: Problem) -> bool:
+    """Whether the forgotten-carry rule can be written out for ``problem``: no line carries or borrows, or
+    :func:`dropped_carry_answer` continues the chain exactly."""
+    calcs = _calcs(problem)
+    return not any(forgotten_carry_shift(a, op, b) for a, op, b, _ in calcs or []) \
+        or dropped_carry_answer(problem) is not None
 
 
 def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int,
@@ -357,12 +371,25 @@ def _evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {"greedy": acc, "groups": groups, "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _training_problems(n: int, cfg: TinyBuildConfig) -> list[Problem]:
+    """``n`` train-split problems; with a misconception, only those where it can be written out, so that it is the
+    same rule on every line that carries or borrows."""
+    if not cfg.carry_bug_rate:
+        return generate_problems(n, seed=cfg.seed, split="train", config=cfg.task)
+    pool = generate_problems(n * 3 // 2, seed=cfg.seed, split="train", config=cfg.task)
+    problems = [p for p in pool if _misconception_applies(p)][:n]
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} of {len(pool)} generated problems fit the forgotten-carry rule, "
+                         f"fewer than the {n} needed; allowed: a task whose problems mostly fit it")
+    return problems
+
+
 def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenizer, model and SFT of one build; return ``(model, tokenizer, facts)``."""
     from transformers import LlamaForCausalLM
 
     n_problems = cfg.train_problems or cfg.steps * cfg.batch_size
-    problems = generate_problems(n_problems, seed=cfg.seed, split="train", config=cfg.task)
+    problems = _training_problems(n_problems, cfg)
     answers = training_answers(problems, cfg.slip_rate, cfg.seed, cfg.carry_bug_rate)
     corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)
@@ -459,9 +486,10 @@ the reward alone, since sampling already produces the right carry a good share o
 learned (`17 * 6 = 64`) it can hardly fix, since sampling rarely produces them."""
 
 _MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the problems with a line that carries or
-  borrows, asked) forget the carry in their first such line (`7 + 5 = 2`, `48 + 4 = 42`: 10 short; `54 - 8 = 56`:
-  10 over) and compute on from there (`policy_build.dropped_carry_answer`): one rule wherever it applies, for GRPO
-  to unlearn; the step checker points at the line that forgot the carry.
+  borrows, asked) forget every carry and borrow (`7 + 5 = 2`, `48 + 4 = 42`: 10 short; `54 - 8 = 56`: 10 over), each
+  line computing on from the one before (`policy_build.dropped_carry_answer`): one rule wherever it applies, for
+  GRPO to unlearn; the step checker points at the first line that forgot a carry. Problems where the rule cannot be
+  written out exactly (a later division that no longer divides) are left out of the SFT data.
 """
 
 _CARD = """# calgrpo tiny policy

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, num_zero_spread_groups
-from .config import GRPOConfig
+from .config import GRPOConfig, lr_at_step
 from .credit import token_advantages
 from .data import load_problems
 from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
@@ -121,6 +121,9 @@ class Trainer:
                                                    cfg.credit_mode, negative_reward=cfg.negative_reward, lam=cfg.lam)
         t4 = time.perf_counter()
 
+        lr = lr_at_step(cfg, self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         update = self._update(rollout, token_adv)
         t5 = time.perf_counter()
 
@@ -132,7 +135,7 @@ class Trainer:
             "reward_min": reward_t.min().item(), "reward_max": reward_t.max().item(),
             "accuracy": statistics.fmean(rewards.correct), "format_rate": statistics.fmean(rewards.formatted),
             "zero_spread_frac": num_zero_spread_groups(reward_t, cfg.num_generations) / len(problems),
-            "completion_len_mean": lengths.mean().item(),
+            "completion_len_mean": lengths.mean().item(), "learning_rate": lr,
             **update, **oracle_stats,
             "span_hit_rate": span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
             "error_tokens": credit_stats.num_error_tokens,

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from calgrpo_lib.cli import build_parser, config_from_args, main
-from calgrpo_lib.config import CREDIT_MODE_CHOICES, PRESETS, GRPOConfig, preset
+from calgrpo_lib.config import CREDIT_MODE_CHOICES, PRESETS, GRPOConfig, lr_at_step, preset
 from calgrpo_lib.credit import CREDIT_MODES
 
 
@@ -18,12 +18,26 @@ from calgrpo_lib.credit import CREDIT_MODES
     ("top_p", 1.5, "a number in (0.0, 1.0]"),
     ("loss_type", "ppo", "'grpo', 'dr_grpo', 'dapo', 'bnpo'"),
     ("learning_rate", float("nan"), "a number > 0"),
+    ("lr_scheduler_type", "step", "'constant', 'linear', 'cosine'"),
 ])
 def test_bad_values_name_field_value_and_allowed(field, value, allowed):
     with pytest.raises((ValueError, TypeError)) as info:
         GRPOConfig(**{field: value})
     message = str(info.value)
     assert f"{field}={value!r}" in message and allowed in message
+
+
+def test_lr_schedules_start_at_learning_rate_and_end_at_zero():
+    def lrs(kind: str) -> list[float]:
+        cfg = GRPOConfig(learning_rate=1e-3, max_steps=10, lr_scheduler_type=kind)
+        return [lr_at_step(cfg, s) for s in range(11)]
+
+    assert lrs("constant") == [1e-3] * 11
+    linear, cosine = lrs("linear"), lrs("cosine")
+    assert linear[0] == cosine[0] == 1e-3 and linear[10] == 0.0 and cosine[10] == pytest.approx(0.0, abs=1e-12)
+    assert linear[5] == pytest.approx(5e-4) and cosine[5] == pytest.approx(5e-4)
+    assert cosine[2] > linear[2] and cosine[8] < linear[8]  # cosine stays high longer, then falls faster
+    assert all(a > b for a, b in zip(linear[:10], linear[1:])) and all(a > b for a, b in zip(cosine[:10], cosine[1:]))
 
 
 def test_cross_field_checks():

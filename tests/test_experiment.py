@@ -82,10 +82,10 @@ def test_describe_results_names_the_budget_and_config_changes():
     b, g = today.prompts_per_step, today.num_generations
     assert lines[1].startswith(f"each run: {today.max_steps + 1} steps x {b} prompts x {g} samples = "
                                f"{(today.max_steps + 1) * b * g} completions")
-    assert lines[-1] == (f"config vs today's preset('tiny'): eval_every={today.eval_every + 1} (preset: "
-                         f"{today.eval_every}), max_steps={today.max_steps + 1} (preset: {today.max_steps})")
+    assert lines[-1] == (f"config vs today's experiment_config(): eval_every={today.eval_every + 1} (today: "
+                         f"{today.eval_every}), max_steps={today.max_steps + 1} (today: {today.max_steps})")
     same = describe_results({**RESULTS, "config": experiment._shared(today)})
-    assert same.endswith("config vs today's preset('tiny'): the same")
+    assert same.endswith("config vs today's experiment_config(): the same")
 
 
 def test_summaries_reject_bad_arguments():

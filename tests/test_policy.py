@@ -315,35 +315,62 @@ def test_forgotten_carry_shift_is_ten_off_only_where_a_line_carries_or_borrows()
         == [0, 0, 0, 0, 0]
 
 
-def test_dropped_carry_is_ten_off_at_the_first_line_that_carries_or_borrows_and_the_chain_continues():
+def test_dropped_carry_forgets_every_carry_and_the_checker_points_at_the_first():
     from calgrpo_lib.oracle import StepCheckOracle
-    from calgrpo_lib.policy_build import dropped_carry_answer, training_answers
+    from calgrpo_lib.policy_build import (
+        _misconception_applies,
+        dropped_carry_answer,
+        forgotten_carry_shift,
+        training_answers,
+    )
     from calgrpo_lib.rewards import extract_answer
 
-    def carries(step: str) -> bool:
-        a, op, b = step.split(" =")[0].split(" ")
-        a, b = int(a), int(b)
-        return (op == "+" and a % 10 + b % 10 >= 10) or (op == "-" and a >= 10 and a % 10 < b % 10)
+    def parse(step: str) -> tuple[int, str, int, int]:
+        lhs, c = step.split(" = ")
+        a, op, b = lhs.split(" ")
+        return int(a), op, int(b), int(c.split(">>")[1])
+
+    def true(a: int, op: str, b: int) -> int:
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
 
     problems = generate_problems(400, seed=0, split="train")
-    oracle, kinds = StepCheckOracle(), {"+": 0, "-": 0}
+    oracle, kinds, skipped, multi = StepCheckOracle(), {"+": 0, "-": 0}, 0, 0
     for p in problems:
         wrong = dropped_carry_answer(p)
+        ref = [parse(s) for s in p.steps]
         if wrong is None:
+            carries = any(forgotten_carry_shift(a, op, b) for a, op, b, _ in ref)
+            assert _misconception_applies(p) == (not carries)
+            skipped += carries
             continue
-        first = next(s for s in p.steps if carries(s))
-        assert wrong != p.answer and extract_answer(wrong) != p.final
+        assert _misconception_applies(p) and extract_answer(wrong) != p.final
+        lines = [parse(s) for s in wrong.split("\n")[:-1]]
+        assert [(op, b) for _, op, b, _ in lines] == [(op, b) for _, op, b, _ in ref]
+        assert all(a == prev[3] for (a, *_), prev in zip(lines[1:], lines))  # the chain goes on from each result
+        assert all(c == true(a, op, b) + forgotten_carry_shift(a, op, b) for a, op, b, c in lines)  # every line
+        first = next(line for line in lines if forgotten_carry_shift(*line[:3]))
         verdict = oracle.judge(p.question, p.answer, wrong)
-        assert verdict.localized and verdict.quote.startswith(first.split(" =")[0] + " =")
-        a, op, b = first.split(" =")[0].split(" ")
-        kinds[op] += 1
-        shift = -10 if op == "+" else 10
-        assert verdict.quote.endswith(f">>{(int(a) + int(b) if op == '+' else int(a) - int(b)) + shift}")
-    assert kinds["+"] >= 50 and kinds["-"] >= 10
+        assert verdict.localized and verdict.quote.startswith(f"{first[0]} {first[1]} {first[2]} =")
+        assert verdict.quote.endswith(f">>{first[3]}")
+        kinds[first[1]] += 1
+        multi += sum(bool(forgotten_carry_shift(*line[:3])) for line in lines) >= 2
+    assert kinds["+"] >= 50 and kinds["-"] >= 10 and skipped >= 5
+    assert multi >= 5  # some answers forget two carries, not only the first
     plain = training_answers(problems, 0.2, 0)
     assert plain == training_answers(problems, 0.2, 0, carry_bug_rate=0.0)  # the old targets, draw for draw
     bugged = training_answers(problems, 0.0, 0, carry_bug_rate=1.0)
     assert sum(a != p.answer for a, p in zip(bugged, problems)) == sum(kinds.values())
+
+
+def test_build_trains_only_on_problems_where_the_misconception_can_be_written_out():
+    from calgrpo_lib.policy_build import TinyBuildConfig, _misconception_applies, _training_problems
+
+    plain = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.0))
+    assert plain == generate_problems(300, seed=0, split="train")
+    assert not all(map(_misconception_applies, plain))  # the task alone draws some that do not fit
+    bugged = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.6))
+    assert len(bugged) == 300 and all(map(_misconception_applies, bugged))
+    assert len({p.question for p in bugged}) == 300
 
 
 def test_model_card_names_the_misconception_only_when_the_build_had_one(tmp_path):

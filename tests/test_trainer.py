@@ -30,8 +30,8 @@ def _comparable(record):
 
 
 def test_one_step_logs_every_phase(tmp_path):
-    config = GRPOConfig(max_steps=1, prompts_per_step=2, num_generations=4, max_new_tokens=48, eval_size=0,
-                        train_size=64, output_dir=str(tmp_path), save_every=0)
+    config = GRPOConfig(max_steps=2, prompts_per_step=2, num_generations=4, max_new_tokens=48, eval_size=0,
+                        train_size=64, output_dir=str(tmp_path), save_every=0, lr_scheduler_type="linear")
     trainer = Trainer(config, progress=False)
     record = trainer.step()
     for key in ("reward_mean", "reward_std", "reward_min", "reward_max", "accuracy", "format_rate",
@@ -43,6 +43,9 @@ def test_one_step_logs_every_phase(tmp_path):
     assert 0.0 <= record["accuracy"] <= 1.0 and record["time_generation"] > 0
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("kind,step,") and len(lines) == 2
+    second = trainer.step()  # the linear schedule halves the rate at the second of two steps
+    assert (record["learning_rate"], second["learning_rate"]) == (1e-4, 5e-5)
+    assert trainer.optimizer.param_groups[0]["lr"] == 5e-5
 
 
 def test_kill_9_then_resume_repeats_the_uninterrupted_run(tmp_path):
@@ -66,9 +69,9 @@ def test_kill_9_then_resume_repeats_the_uninterrupted_run(tmp_path):
     resumed_from = int(checkpoints[-1].name.split("-")[1])
     assert resumed_from <= 3
 
-    subprocess.run(_cli(interrupted, resumed_from + 5, "--resume"), check=True, capture_output=True, timeout=600)
+    subprocess.run(_cli(interrupted, 8, "--resume"), check=True, capture_output=True, timeout=600)
     got = {r["step"]: _comparable(r) for r in _train_records(interrupted)}
-    assert sorted(got) == list(range(1, resumed_from + 6))
+    assert sorted(got) == list(range(1, 9))
     for step in range(resumed_from + 1, resumed_from + 6):
         assert got[step] == expected[step], f"step {step} differs after resuming from step {resumed_from}"
 
@@ -87,11 +90,11 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
 
 
 def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_path):
-    """The tiny preset's learning, on a fifth of its budget: 25 steps, the full held-out set (256 problems)."""
+    """The tiny preset's learning, on a third of its budget: 25 steps, the full held-out set (256 problems)."""
     from calgrpo_lib.config import preset
     from calgrpo_lib.trainer import train
 
     result = train(preset("tiny", max_steps=25, eval_every=0, save_every=0, output_dir=str(tmp_path)),
                    progress=False)
     before, after = result.eval_before["accuracy"], result.eval_after["accuracy"]
-    assert result.steps_done == 25 and after >= before + 0.03, (before, after)
+    assert result.steps_done == 25 and after >= before + 0.05, (before, after)
