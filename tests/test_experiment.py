@@ -74,6 +74,18 @@ def test_steps_to_reach_plain_grpo_final_accuracy():
     assert lines[1].split() == ["sequence", "never", "2"]
 
 
+def test_experiment_budget_lies_over_the_tiny_preset_and_yields_to_overrides():
+    from calgrpo_lib.config import preset
+
+    config, tiny = experiment_config(), preset("tiny")
+    assert (config.max_steps, config.prompts_per_step) == (50, 8) == tuple(experiment.BUDGET.values())
+    assert (tiny.max_steps, tiny.prompts_per_step) != (50, 8)  # the budget is the experiment's own
+    assert config.replace(max_steps=tiny.max_steps, prompts_per_step=tiny.prompts_per_step) == tiny
+    assert experiment_config(prompts_per_step=4, max_steps=3).prompts_per_step == 4
+    args = experiment.build_parser().parse_args(["--prompts-per-step", "4", "--max-steps", "3"])
+    assert (args.prompts_per_step, args.max_steps) == (4, 3)
+
+
 def test_describe_results_names_the_budget_and_config_changes():
     today = experiment_config()
     shared = experiment._shared(experiment_config(max_steps=today.max_steps + 1, eval_every=today.eval_every + 1))
