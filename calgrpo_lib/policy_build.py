@@ -29,7 +29,7 @@ import torch
 
 from .policy import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TINY_DIR, greedy_accuracy, group_stats
 from .rewards import build_prompt
-from .tasks import Problem, TaskConfig, generate_problems
+from .tasks import Problem, TaskConfig, _calc, generate_problems
 from .validation import check_float, check_int, check_type
 
 __all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "forgotten_carry_shift",
@@ -169,7 +169,7 @@ def _slipped(calcs: list[tuple[int, str, int, int]], k: int, delta: int) -> list
     for a2, op2, b2, c2 in calcs[k + 1:]:
         if a2 != true or (op2 == "/" and value % b2) or (op2 == "-" and value < b2):
             return None
-        new = {"+": value + b2, "-": value - b2, "*": value * b2, "/": value // b2}[op2]
+        new = _calc(value, op2, b2)
         lines.append(_line(value, op2, b2, new))
         value, true = new, c2
     return [*lines, f"#### {value}"]
@@ -228,7 +228,7 @@ def dropped_carry_answer(problem: Problem) -> str | None:
         if a != true or (op == "/" and value % b) or (op == "-" and value < b):
             return None
         shift = forgotten_carry_shift(value, op, b)
-        new = {"+": value + b, "-": value - b, "*": value * b, "/": value // b}[op] + shift
+        new = _calc(value, op, b) + shift
         lines.append(_line(value, op, b, new))
         dropped, value, true = dropped or bool(shift), new, c
     return "\n".join([*lines, f"#### {value}"]) if dropped else None
