@@ -5,7 +5,9 @@ For each model folder (or ``tiny``), greedy answers on the trainer's held-out pr
 tiny policy's trained-in misconception, ``policy_build.forgotten_carry_shift``); another arithmetic error; a number
 from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic). Run it on a policy before
 and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed; with two or more models it
-also counts, problem by problem, what each kind of the first became in the last.
+also counts, problem by problem, what each kind of the first became in the last, and on which line the new error of
+a forgotten carry that became another arithmetic error sits (a carrying line, by ``carry_probe.carry_kind``, or a
+line without carry, by operation).
 
     python bench/first_errors.py tiny runs/tiny/checkpoints/step-000050 [--n 256]
 """
@@ -16,6 +18,8 @@ import argparse
 import re
 from collections import Counter
 
+from carry_probe import carry_kind
+
 from calgrpo_lib.oracle.stepcheck import check_solution
 from calgrpo_lib.policy import generate, load_policy
 from calgrpo_lib.policy_build import forgotten_carry_shift
@@ -24,6 +28,7 @@ from calgrpo_lib.tasks import generate_problems
 
 KINDS = ("right", "forgotten carry", "arithmetic", "unknown_number", "final_answer", "no error found")
 _CLAIM = re.compile(r"<<(\d+)([-+])(\d+)=(\d+)>>")
+_LHS = re.compile(r"<<(\d+)([-+*/])(\d+)=")
 
 
 def first_error_kind(question: str, reference: str, final: float, response: str) -> str:
@@ -40,6 +45,17 @@ def first_error_kind(question: str, reference: str, final: float, response: str)
         if shift and c == (a + b if op == "+" else a - b) + shift:
             return "forgotten carry"
     return error.kind
+
+
+def error_line(question: str, reference: str, response: str) -> str:
+    """Where the step checker's first error in ``response`` sits: a line that carries or borrows (by
+    ``carry_probe.carry_kind``) or another line (by its operation)."""
+    error = check_solution(question, reference, response)
+    m = _LHS.search(response[error.start:error.end]) if error else None
+    if m is None:
+        return "no line found"
+    a, op, b = int(m[1]), m[2], int(m[3])
+    return f"carrying line: {carry_kind(a, op)}" if forgotten_carry_shift(a, op, b) else f"line without carry: {op}"
 
 
 def main() -> None:
@@ -63,6 +79,12 @@ def main() -> None:
         print(f"\n| {args.models[0]} -> {args.models[-1]} | problems |\n| --- | --- |")
         for (was, now), n in sorted(moves.items(), key=lambda kv: -kv[1]):
             print(f"| {was} -> {now} | {n} |")
+        moved = zip(problems, texts, kinds[0], kinds[-1])  # texts: the last model's answers
+        where = Counter(error_line(p.question, p.answer, t) for p, t, was, now in moved
+                        if was == "forgotten carry" and now == "arithmetic")
+        print("\n| forgotten carry -> arithmetic: where the new error sits | problems |\n| --- | --- |")
+        for line, n in where.most_common():
+            print(f"| {line} | {n} |")
 
 
 if __name__ == "__main__":
