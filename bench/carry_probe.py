@@ -22,12 +22,12 @@ from collections import defaultdict
 import torch
 
 from calgrpo_lib.policy import generate, load_policy
-from calgrpo_lib.policy_build import _calcs, dropped_carry_answer, forgotten_carry_shift
+from calgrpo_lib.policy_build import _calcs, _line, dropped_carry_answer, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
-from calgrpo_lib.tasks import Problem, generate_problems
+from calgrpo_lib.tasks import Problem, _calc, generate_problems
 
 KINDS = ("one-digit sum", "two-digit sum", "borrow")
-_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<\d+[-+*/]\d+=(\d+)>>(\d+)$")
+_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<")  # a calculation line, as policy_build._line writes it
 
 
 def carry_kind(a: int, op: str) -> str:
@@ -51,7 +51,8 @@ def probe(model, tok, problems: list[Problem]) -> dict[str, list[tuple[float, fl
         calcs = _calcs(p)
         k = next(i for i, (a, op, b, _) in enumerate(calcs) if forgotten_carry_shift(a, op, b))
         a, op, b, c = calcs[k]
-        prefix = build_prompt(p.question) + "\n".join(p.answer.split("\n")[:k] + [f"{a} {op} {b} = <<{a}{op}{b}="])
+        line = _line(a, op, b, c)
+        prefix = build_prompt(p.question) + "\n".join(p.answer.split("\n")[:k] + [line[: line.rindex("=") + 1]])
         forgot = c + forgotten_carry_shift(a, op, b)
         out[carry_kind(a, op)].append((result_probability(model, tok, prefix, f"{c}>>"),
                                        result_probability(model, tok, prefix, f"{forgot}>>")))
@@ -70,10 +71,8 @@ def carries_forced_accuracy(model, tok, problems: list[Problem], max_lines: int 
         for i, o in zip(open_, outs):
             line = o.split("\n")[0]
             m = _LINE.match(line)
-            if m and m[2] in "+-" and forgotten_carry_shift(int(m[1]), m[2], int(m[3])):
-                a, op, b = int(m[1]), m[2], int(m[3])
-                c = a + b if op == "+" else a - b
-                line = f"{a} {op} {b} = <<{a}{op}{b}={c}>>{c}"
+            if m and forgotten_carry_shift(int(m[1]), m[2], int(m[3])):
+                line = _line(int(m[1]), m[2], int(m[3]), _calc(int(m[1]), m[2], int(m[3])))
             texts[i] += line + "\n"
             if m:
                 still.append(i)
