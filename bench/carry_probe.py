@@ -71,11 +71,12 @@ def carries_forced_accuracy(model, tok, problems: list[Problem], max_lines: int 
         for i, o in zip(open_, outs):
             line = o.split("\n")[0]
             m = _LINE.match(line)
-            if m and forgotten_carry_shift(int(m[1]), m[2], int(m[3])):
-                line = _line(int(m[1]), m[2], int(m[3]), _calc(int(m[1]), m[2], int(m[3])))
-            texts[i] += line + "\n"
-            if m:
+            if m:  # a calculation line: fix it if it carries, then go on
+                a, op, b = int(m[1]), m[2], int(m[3])
+                if forgotten_carry_shift(a, op, b):
+                    line = _line(a, op, b, _calc(a, op, b))
                 still.append(i)
+            texts[i] += line + "\n"
         open_ = still
     return sum(is_correct(t, p.final) for t, p in zip(texts, problems)) / len(problems)
 

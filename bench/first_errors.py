@@ -24,7 +24,7 @@ from calgrpo_lib.oracle.stepcheck import check_solution
 from calgrpo_lib.policy import generate, load_policy
 from calgrpo_lib.policy_build import forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
-from calgrpo_lib.tasks import generate_problems
+from calgrpo_lib.tasks import _calc, generate_problems
 
 KINDS = ("right", "forgotten carry", "arithmetic", "unknown_number", "final_answer", "no error found")
 _CLAIM = re.compile(r"<<(\d+)([-+])(\d+)=(\d+)>>")
@@ -42,7 +42,7 @@ def first_error_kind(question: str, reference: str, final: float, response: str)
     if m:
         a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
         shift = forgotten_carry_shift(a, op, b)
-        if shift and c == (a + b if op == "+" else a - b) + shift:
+        if shift and c == _calc(a, op, b) + shift:
             return "forgotten carry"
     return error.kind
 
