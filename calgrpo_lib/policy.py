@@ -464,6 +464,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--carry-bug-rate", type=float, default=d.carry_bug_rate,
                    help="share of SFT targets with a line that carries or borrows whose carry is forgotten "
                         "(a misconception)")
+    b.add_argument("--hard-carry-share", type=float, default=d.hard_carry_share,
+                   help="share of SFT problems with a line that carries into a tens digit or borrows "
+                        "(empty: the task's own, about 11%%)")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
     b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")
@@ -482,7 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               min_lr_ratio=args.min_lr_ratio, train_problems=args.train_problems,
-                              slip_rate=args.slip_rate, carry_bug_rate=args.carry_bug_rate, threads=args.threads)
+                              slip_rate=args.slip_rate, carry_bug_rate=args.carry_bug_rate,
+                              hard_carry_share=args.hard_carry_share, threads=args.threads)
         info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
         print({k: v for k, v in info.items() if not isinstance(v, dict)})
         return 0

@@ -33,7 +33,7 @@ from .tasks import Problem, TaskConfig, _calc, generate_problems
 from .validation import check_float, check_int, check_type
 
 __all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "forgotten_carry_shift",
-           "dropped_carry_answer", "training_answers",
+           "carry_kind", "dropped_carry_answer", "training_answers",
            "encode_examples", "sft",
            "build_tiny_policy", "write_model_card", "CHAT_TEMPLATE"]
 
@@ -61,11 +61,15 @@ class TinyBuildConfig:
     the share of training solutions with one arithmetic slip (see :func:`slip_answer`); ``carry_bug_rate`` the share
     of problems with a line that carries or borrows whose solution forgets every carry (see
     :func:`dropped_carry_answer`); both 0 train on the references only. With a misconception, problems where it
-    cannot be written out exactly are left out of the training data.
+    cannot be written out exactly are left out of the training data. ``hard_carry_share``, when given, is the share
+    of training problems with a line that carries into a tens digit or borrows (``24 + 9``, ``16 - 7``; see
+    :func:`carry_kind`), drawn apart from the others; ``None`` keeps the task's own share (about 11% of the problems
+    that fit the misconception). A small model learns those lines slowest, and GRPO can only unlearn a misconception
+    on lines where sampling sometimes gets them right; the default 0.4 makes them common enough for that.
     """
 
     seed: int = 0
-    steps: int = 1000
+    steps: int = 1400
     batch_size: int = 32
     train_problems: int | None = None
     lr: float = 2e-3
@@ -75,6 +79,7 @@ class TinyBuildConfig:
     grad_clip: float = 1.0
     slip_rate: float = 0.2
     carry_bug_rate: float = 0.6
+    hard_carry_share: float | None = 0.4
     vocab_size: int = 1024
     tokenizer_problems: int = 20_000
     hidden_size: int = 256
@@ -99,6 +104,8 @@ class TinyBuildConfig:
         check_float("grad_clip", self.grad_clip, 0.0, low_open=True)
         check_float("slip_rate", self.slip_rate, 0.0, 1.0)
         check_float("carry_bug_rate", self.carry_bug_rate, 0.0, 1.0)
+        if self.hard_carry_share is not None:
+            check_float("hard_carry_share", self.hard_carry_share, 0.0, 1.0, high_open=True)
         check_type("task", self.task, TaskConfig)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
@@ -209,6 +216,19 @@ def forgotten_carry_shift(a: int, op: str, b: int) -> int:
     if op == "-" and a >= 10 and a % 10 < b % 10:
         return 10
     return 0
+
+
+def carry_kind(a: int, op: str, b: int) -> str | None:
+    """Which kind of carry the line ``a op b`` needs: ``"one-digit sum"`` (``9 + 8``), ``"two-digit sum"`` (a carry
+    into a tens digit, ``24 + 9``), ``"borrow"`` (``16 - 7``), or ``None`` (no carry, or ``*``/``/``)."""
+    if not forgotten_carry_shift(a, op, b):
+        return None
+    return "borrow" if op == "-" else "one-digit sum" if a < 10 and b < 10 else "two-digit sum"
+
+
+def _has_hard_carry(problem: Problem) -> bool:
+    """Whether a line of ``problem``'s reference carries into a tens digit or borrows."""
+    return any(carry_kind(a, op, b) in ("two-digit sum", "borrow") for a, op, b, _ in _calcs(problem) or [])
 
 
 def dropped_carry_answer(problem: Problem) -> str | None:
@@ -373,15 +393,34 @@ def _evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
 
 def _training_problems(n: int, cfg: TinyBuildConfig) -> list[Problem]:
     """``n`` train-split problems; with a misconception, only those where it can be written out, so that it is the
-    same rule on every line that carries or borrows."""
-    if not cfg.carry_bug_rate:
+    same rule on every line that carries or borrows; with ``hard_carry_share``, that share of them (rounded) with a
+    line that carries into a tens digit or borrows, in a seeded random order."""
+    if not cfg.carry_bug_rate and cfg.hard_carry_share is None:
         return generate_problems(n, seed=cfg.seed, split="train", config=cfg.task)
-    pool = generate_problems(n * 3 // 2, seed=cfg.seed, split="train", config=cfg.task)
-    problems = [p for p in pool if _misconception_applies(p)][:n]
-    if len(problems) < n:
-        raise ValueError(f"only {len(problems)} of {len(pool)} generated problems fit the forgotten-carry rule, "
-                         f"fewer than the {n} needed; allowed: a task whose problems mostly fit it")
-    return problems
+    n_hard = None if cfg.hard_carry_share is None else round(n * cfg.hard_carry_share)
+    size = n * 3 // 2
+    while True:  # a larger pool starts with the same problems (generate_problems is a prefix of a longer call)
+        pool = [p for p in generate_problems(size, seed=cfg.seed, split="train", config=cfg.task)
+                if not cfg.carry_bug_rate or _misconception_applies(p)]
+        if n_hard is None:
+            problems = pool[:n]
+        else:
+            hard = [_has_hard_carry(p) for p in pool]
+            problems = [p for p, h in zip(pool, hard) if h][:n_hard] + [p for p, h in zip(pool, hard) if not h][
+                : n - n_hard]
+        if len(problems) == n:
+            if n_hard is not None:  # mix the two kinds in a seeded order
+                random.Random(cfg.seed).shuffle(problems)
+            return problems
+        if size >= 64 * n:
+            raise ValueError(f"only {len(problems)} of {size} generated problems fit the forgotten-carry rule and "
+                             f"hard_carry_share={cfg.hard_carry_share}, fewer than the {n} needed; allowed: a task "
+                             "whose problems mostly fit them")
+        if n_hard is None:
+            size *= 2
+        else:  # the pool size these rates need, with a margin
+            rates = (max(sum(hard), 1) / size, max(len(pool) - sum(hard), 1) / size)
+            size = max(2 * size, int(1.1 * max(n_hard / rates[0], (n - n_hard) / rates[1])) + 1)
 
 
 def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
@@ -403,6 +442,7 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
              "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
              "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples),
              "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)),
+             "hard_carry_examples": sum(map(_has_hard_carry, problems)),
              "carry_dropped_examples": sum(a != p.answer and a == dropped_carry_answer(p)
                                            for a, p in zip(answers, problems)) if cfg.carry_bug_rate else 0,
              "log": log}
@@ -461,7 +501,7 @@ def build_tiny_policy(out_dir: str | os.PathLike, *, seed: int | None = None, st
 def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``README.md`` (the model card) into ``out_dir`` from the facts :func:`build_tiny_policy` returns."""
     c, g, grp = info["config"], info["greedy"], info["groups"]
-    shipped, rate = Path(out_dir).resolve() == TINY_DIR, c.get("carry_bug_rate", 0.0)
+    shipped, rate, share = Path(out_dir).resolve() == TINY_DIR, c.get("carry_bug_rate", 0.0), c.get("hard_carry_share")
     text = _CARD.format(
         **c, n_params=f"{info['n_params']:,}", vocab=info["vocab"], task=info["task"],
         train_examples=f"{info['train_examples']:,}", train_tokens=f"{info['train_tokens']:,}",
@@ -473,7 +513,10 @@ def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
         slipped=f"{info.get('slipped_examples', 0) - info.get('carry_dropped_examples', 0):,}",
         misconception=_MISCONCEPTION.format(carried=f"{info.get('carry_dropped_examples', 0):,}", rate=rate)
         if rate else "", misconception_intro=_MISCONCEPTION_INTRO if rate else "",
-        carry_flag=f" \\\n    --carry-bug-rate {rate}" if rate else "",
+        carry_flag=(f" \\\n    --carry-bug-rate {rate}" if rate else "")
+        + (f" --hard-carry-share {share}" if share is not None else ""),
+        hard_carries=_HARD_CARRIES.format(share=share, hard=f"{info.get('hard_carry_examples', 0):,}")
+        if share is not None else "",
         out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
     path = Path(out_dir) / "README.md"
     path.write_text(text)
@@ -490,6 +533,11 @@ _MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the
   line computing on from the one before (`policy_build.dropped_carry_answer`): one rule wherever it applies, for
   GRPO to unlearn; the step checker points at the first line that forgot a carry. Problems where the rule cannot be
   written out exactly (a later division that no longer divides) are left out of the SFT data.
+"""
+
+_HARD_CARRIES = """- Hard carries: {hard} of the problems ({share:.0%} asked, against about 11% in the task) have a line
+  that carries into a tens digit or borrows (`24 + 9`, `16 - 7`; `policy_build.carry_kind`): the lines a small
+  model learns slowest, drawn more often so that sampling gets them right often enough for GRPO to learn them.
 """
 
 _CARD = """# calgrpo tiny policy
@@ -533,9 +581,9 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
   mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips the model
   is sharper and fewer groups are mixed (an earlier build with `slip_rate=0`: 52% right greedily after 500 steps,
   44% of G=8 groups mixed; one with `slip_rate=0.05`: 38% mixed).
-{misconception}- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of batch {batch_size}; AdamW
-  (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps then cosine to
-  {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.
+{misconception}{hard_carries}- SFT: loss on the answer tokens and the final `<|eos|>` only; {steps} steps of
+  batch {batch_size}; AdamW (betas 0.9/0.95, weight decay {weight_decay}), lr {lr} with {warmup} warm-up steps
+  then cosine to {min_lr_ratio} x lr; gradient clipping {grad_clip}; seed {seed}.
 - Build time: {build_minutes:.1f} min (tokenizer, data and SFT; evaluation apart) on {machine}
   (a load average above the number of threads means other jobs shared the cores: the time is then pessimistic).
   Deterministic: the same seed and thread count on the same machine give the same weights (sha256 of
