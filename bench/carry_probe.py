@@ -22,17 +22,12 @@ from collections import defaultdict
 import torch
 
 from calgrpo_lib.policy import generate, load_policy
-from calgrpo_lib.policy_build import _calcs, _line, dropped_carry_answer, forgotten_carry_shift
+from calgrpo_lib.policy_build import _calcs, _line, carry_kind, dropped_carry_answer, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
 from calgrpo_lib.tasks import Problem, _calc, generate_problems
 
 KINDS = ("one-digit sum", "two-digit sum", "borrow")
 _LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<")  # a calculation line, as policy_build._line writes it
-
-
-def carry_kind(a: int, op: str) -> str:
-    """The kind of a line that carries (``op == "+"``) or borrows."""
-    return "borrow" if op == "-" else "one-digit sum" if a < 10 else "two-digit sum"
 
 
 @torch.no_grad()
@@ -54,7 +49,7 @@ def probe(model, tok, problems: list[Problem]) -> dict[str, list[tuple[float, fl
         line = _line(a, op, b, c)
         prefix = build_prompt(p.question) + "\n".join(p.answer.split("\n")[:k] + [line[: line.rindex("=") + 1]])
         forgot = c + forgotten_carry_shift(a, op, b)
-        out[carry_kind(a, op)].append((result_probability(model, tok, prefix, f"{c}>>"),
+        out[carry_kind(a, op, b)].append((result_probability(model, tok, prefix, f"{c}>>"),
                                        result_probability(model, tok, prefix, f"{forgot}>>")))
     return out
 

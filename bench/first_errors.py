@@ -6,7 +6,7 @@ tiny policy's trained-in misconception, ``policy_build.forgotten_carry_shift``);
 from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic). Run it on a policy before
 and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed; with two or more models it
 also counts, problem by problem, what each kind of the first became in the last, and on which line the new error of
-a forgotten carry that became another arithmetic error sits (a carrying line, by ``carry_probe.carry_kind``, or a
+a forgotten carry that became another arithmetic error sits (a carrying line, by ``policy_build.carry_kind``, or a
 line without carry, by operation).
 
     python bench/first_errors.py tiny runs/tiny/checkpoints/step-000050 [--n 256]
@@ -18,11 +18,9 @@ import argparse
 import re
 from collections import Counter
 
-from carry_probe import carry_kind
-
 from calgrpo_lib.oracle.stepcheck import check_solution
 from calgrpo_lib.policy import generate, load_policy
-from calgrpo_lib.policy_build import forgotten_carry_shift
+from calgrpo_lib.policy_build import carry_kind, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
 from calgrpo_lib.tasks import _calc, generate_problems
 
@@ -49,13 +47,14 @@ def first_error_kind(question: str, reference: str, final: float, response: str)
 
 def error_line(question: str, reference: str, response: str) -> str:
     """Where the step checker's first error in ``response`` sits: a line that carries or borrows (by
-    ``carry_probe.carry_kind``) or another line (by its operation)."""
+    ``policy_build.carry_kind``) or another line (by its operation)."""
     error = check_solution(question, reference, response)
     m = _LHS.search(response[error.start:error.end]) if error else None
     if m is None:
         return "no line found"
     a, op, b = int(m[1]), m[2], int(m[3])
-    return f"carrying line: {carry_kind(a, op)}" if forgotten_carry_shift(a, op, b) else f"line without carry: {op}"
+    kind = carry_kind(a, op, b)
+    return f"carrying line: {kind}" if kind else f"line without carry: {op}"
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ class GRPOConfig:
     epsilon_high: float | None = None  #: upper clip range (DAPO's clip-higher), None = epsilon
     num_iterations: int = 1  #: optimisation passes over each batch of rollouts (mu in the GRPO paper)
     microbatch_size: int = 64  #: sequences per forward/backward; gradients accumulate over microbatches
-    max_steps: int = 75
+    max_steps: int = 50
     # --- bookkeeping
     eval_every: int = 25  #: greedy held-out evaluation every N steps (and before and after); 0 = only before/after
     save_every: int = 50  #: checkpoint every N steps (and at the end, and on Ctrl-C); 0 = only at the end

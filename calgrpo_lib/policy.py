@@ -444,6 +444,11 @@ def group_stats(model: Any, tokenizer: Any, problems: Sequence[Problem], *, grou
 # ----------------------------------------------------------------------------------------------- command line
 
 
+def _share(value: str) -> float | None:
+    """``--hard-carry-share``: a number, or ``none``."""
+    return None if value.strip().lower() == "none" else float(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .policy_build import TinyBuildConfig
 
@@ -464,9 +469,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--carry-bug-rate", type=float, default=d.carry_bug_rate,
                    help="share of SFT targets with a line that carries or borrows whose carry is forgotten "
                         "(a misconception)")
-    b.add_argument("--hard-carry-share", type=float, default=d.hard_carry_share,
+    b.add_argument("--hard-carry-share", type=_share, default=d.hard_carry_share,
                    help="share of SFT problems with a line that carries into a tens digit or borrows "
-                        "(empty: the task's own, about 11%%)")
+                        "('none': the task's own, about 11%%)")
     b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
     b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")

@@ -65,7 +65,8 @@ class TinyBuildConfig:
     of training problems with a line that carries into a tens digit or borrows (``24 + 9``, ``16 - 7``; see
     :func:`carry_kind`), drawn apart from the others; ``None`` keeps the task's own share (about 11% of the problems
     that fit the misconception). A small model learns those lines slowest, and GRPO can only unlearn a misconception
-    on lines where sampling sometimes gets them right; the default 0.4 makes them common enough for that.
+    on lines where sampling sometimes gets them right; the default 0.4 draws them nearly four times as often as
+    the task does.
     """
 
     seed: int = 0
@@ -513,8 +514,7 @@ def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
         slipped=f"{info.get('slipped_examples', 0) - info.get('carry_dropped_examples', 0):,}",
         misconception=_MISCONCEPTION.format(carried=f"{info.get('carry_dropped_examples', 0):,}", rate=rate)
         if rate else "", misconception_intro=_MISCONCEPTION_INTRO if rate else "",
-        carry_flag=(f" \\\n    --carry-bug-rate {rate}" if rate else "")
-        + (f" --hard-carry-share {share}" if share is not None else ""),
+        carry_flag=f" \\\n    --carry-bug-rate {rate} --hard-carry-share {'none' if share is None else share}",
         hard_carries=_HARD_CARRIES.format(share=share, hard=f"{info.get('hard_carry_examples', 0):,}")
         if share is not None else "",
         out="calgrpo_lib/models/tiny" if shipped else os.fspath(out_dir))
@@ -537,7 +537,8 @@ _MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the
 
 _HARD_CARRIES = """- Hard carries: {hard} of the problems ({share:.0%} asked, against about 11% in the task) have a line
   that carries into a tens digit or borrows (`24 + 9`, `16 - 7`; `policy_build.carry_kind`): the lines a small
-  model learns slowest, drawn more often so that sampling gets them right often enough for GRPO to learn them.
+  model learns slowest. Drawn more often, they start out right more often, and GRPO can only reinforce a right
+  line that sampling produces.
 """
 
 _CARD = """# calgrpo tiny policy

@@ -181,6 +181,14 @@ def test_group_stats_counts_groups(tiny):
 # ----------------------------------------------------------------------------------------------- build
 
 
+def test_build_cli_takes_none_for_the_task_s_own_hard_carry_share():
+    from calgrpo_lib.policy import _parser
+
+    assert _parser().parse_args(["build", "--out", "x", "--hard-carry-share", "none"]).hard_carry_share is None
+    assert _parser().parse_args(["build", "--out", "x", "--hard-carry-share", "0.25"]).hard_carry_share == 0.25
+    assert _parser().parse_args(["build", "--out", "x"]).hard_carry_share == 0.4
+
+
 def test_build_cli_is_deterministic_and_loadable(tmp_path):
     shas = []
     for name in ("a", "b"):
@@ -365,12 +373,42 @@ def test_dropped_carry_forgets_every_carry_and_the_checker_points_at_the_first()
 def test_build_trains_only_on_problems_where_the_misconception_can_be_written_out():
     from calgrpo_lib.policy_build import TinyBuildConfig, _misconception_applies, _training_problems
 
-    plain = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.0))
+    plain = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.0, hard_carry_share=None))
     assert plain == generate_problems(300, seed=0, split="train")
     assert not all(map(_misconception_applies, plain))  # the task alone draws some that do not fit
-    bugged = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.6))
+    bugged = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.6, hard_carry_share=None))
     assert len(bugged) == 300 and all(map(_misconception_applies, bugged))
     assert len({p.question for p in bugged}) == 300
+
+
+def test_carry_kind_names_the_carry_a_line_needs():
+    from calgrpo_lib.policy_build import carry_kind
+
+    assert [carry_kind(*x) for x in ((9, "+", 8), (24, "+", 9), (16, "-", 7), (54, "-", 8))] == \
+        ["one-digit sum", "two-digit sum", "borrow", "borrow"]
+    assert [carry_kind(*x) for x in ((4, "+", 5), (41, "+", 8), (58, "-", 3), (8, "-", 5), (17, "*", 6))] == [None] * 5
+
+
+@pytest.mark.parametrize("share", [0.0, 0.4, 0.75])
+def test_hard_carry_share_sets_the_share_of_problems_with_a_tens_carry_or_a_borrow(share):
+    from calgrpo_lib.policy_build import TinyBuildConfig, _has_hard_carry, _misconception_applies, _training_problems
+
+    cfg = TinyBuildConfig(hard_carry_share=share)
+    problems = _training_problems(400, cfg)
+    assert len({p.question for p in problems}) == 400 and all(map(_misconception_applies, problems))
+    assert sum(map(_has_hard_carry, problems)) == round(400 * share)
+    assert problems == _training_problems(400, cfg)  # deterministic
+    assert {p.question for p in problems} <= {p.question for p in generate_problems(40_000, seed=0, split="train")}
+    task = generate_problems(4000, seed=0, split="train")  # the task's own share is far from 0.4
+    assert 0.05 < sum(map(_has_hard_carry, task)) / len(task) < 0.2
+
+
+def test_hard_carry_share_is_validated():
+    from calgrpo_lib.policy_build import TinyBuildConfig
+
+    for bad in (1.0, -0.1, "0.4"):
+        with pytest.raises(ValueError, match=r"hard_carry_share=.*allowed: a number in \[0.0, 1.0\)"):
+            TinyBuildConfig(hard_carry_share=bad)
 
 
 def test_model_card_names_the_misconception_only_when_the_build_had_one(tmp_path):
@@ -382,8 +420,14 @@ def test_model_card_names_the_misconception_only_when_the_build_had_one(tmp_path
     info = json.loads((TINY_DIR / "build_info.json").read_text())
     info["config"]["carry_bug_rate"], info["carry_dropped_examples"] = 0.0, 0
     plain = write_model_card(tmp_path, info).read_text()
-    assert "Misconception" not in plain and "--carry-bug-rate" not in plain
+    assert "Misconception" not in plain and "--carry-bug-rate 0.0 " in plain  # the rebuild command says so
     info["config"]["carry_bug_rate"], info["carry_dropped_examples"] = 0.6, 1234
     card = write_model_card(tmp_path, info).read_text()
     assert "Misconception: 1,234 of the targets (60%" in card and "--carry-bug-rate 0.6" in card
     assert f"Slips: {info['slipped_examples'] - 1234:,} of the targets" in card
+    info["config"]["hard_carry_share"], info["hard_carry_examples"] = 0.4, 17920
+    card = write_model_card(tmp_path, info).read_text()
+    assert "Hard carries: 17,920 of the problems (40% asked" in card and "--hard-carry-share 0.4" in card
+    info["config"]["hard_carry_share"] = None
+    card = write_model_card(tmp_path, info).read_text()
+    assert "Hard carries" not in card and "--hard-carry-share none" in card

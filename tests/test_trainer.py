@@ -90,7 +90,7 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
 
 
 def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_path):
-    """The tiny preset's learning, on a third of its budget: 25 steps, the full held-out set (256 problems)."""
+    """The tiny preset's learning, on half its budget: 25 steps, the full held-out set (256 problems)."""
     from calgrpo_lib.config import preset
     from calgrpo_lib.trainer import train
 
