@@ -49,9 +49,10 @@ def notebook_settings(full: dict[str, Any], quick: dict[str, Any]) -> dict[str, 
 def fresh_run_dir(path: str | os.PathLike) -> str:
     """Empty the run folder ``path`` so a new run starts from scratch, and return it as a string.
 
-    The trainer appends to an existing ``metrics.jsonl`` (and, with ``resume=True``, continues a checkpoint), so
-    re-running a notebook cell would mix two runs. Only a folder that looks like a run (``metrics.jsonl``,
-    ``checkpoints/``, or nothing at all inside) is removed; anything else raises rather than delete it.
+    A new run in a folder that holds an earlier one replaces that run's metrics and checkpoints, with a warning
+    (``Trainer.train``); emptying the folder first keeps a re-run notebook cell free of it (and of the earlier
+    run's TensorBoard files). Only a folder that looks like a run (``metrics.jsonl``, ``checkpoints/``, or nothing
+    at all inside) is removed; anything else raises rather than delete it.
     """
     check_type("path", path, (str, os.PathLike))
     folder = Path(path)

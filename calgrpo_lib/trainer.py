@@ -17,6 +17,7 @@ import random
 import shutil
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,20 @@ class Trainer:
         self.step_count = int(state["step"])
         self.log.truncate_after(self.step_count)
 
+    def _replace_earlier_run(self) -> None:
+        """A new run in a folder that holds an earlier one replaces it: its checkpoints and metrics would otherwise
+        mix with this run's (its first evaluation would pass for this run's "before", a later resume would pick up
+        its checkpoints). Other files in the folder are left alone."""
+        old = sorted(self.checkpoint_root.glob("step-*")) if self.checkpoint_root.exists() else []
+        if not old and not self.log.records:
+            return
+        warnings.warn(f"output_dir={os.fspath(self.output_dir)!r} holds an earlier run ({len(self.log.records)} "
+                      f"metric records, {len(old)} checkpoints); this run replaces it (resume=True would continue "
+                      "it instead)", stacklevel=3)
+        for path in old:
+            shutil.rmtree(path)
+        self.log.truncate_after(-1)
+
     # -------------------------------------------------------------------------------------------- train
     def train(self) -> TrainResult:
         """Run to ``max_steps`` (resuming first when ``config.resume``), evaluating and checkpointing on schedule.
@@ -280,6 +295,8 @@ class Trainer:
         cfg, t_start = self.config, time.perf_counter()
         if cfg.resume and self.latest_checkpoint() is not None:
             self.load_checkpoint(self.latest_checkpoint())
+        elif self.step_count == 0:
+            self._replace_earlier_run()
         evals = self.log.of_kind("eval")
         eval_before = evals[0] if evals else (self.evaluate() if self.eval_problems else None)
         interrupted = False

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from calgrpo_lib.config import GRPOConfig
 from calgrpo_lib.trainer import TIMING_KEYS, Trainer
 
@@ -87,6 +89,21 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
     result = Trainer(config, callbacks=[interrupt], progress=False).train()
     assert result.interrupted and result.steps_done == 2
     assert (tmp_path / "checkpoints" / "step-000002" / "model.safetensors").exists()
+
+
+def test_a_new_run_in_an_old_run_folder_replaces_it(tmp_path):
+    """Its "before" is its own evaluation, its metrics its own, and the old run's later checkpoints are gone."""
+    config = GRPOConfig(max_steps=2, prompts_per_step=2, num_generations=2, max_new_tokens=16, eval_size=4,
+                        train_size=16, output_dir=str(tmp_path), save_every=1, eval_every=0)
+    Trainer(config, progress=False).train()
+    stale = tmp_path / "metrics.jsonl"
+    stale.write_text(stale.read_text().replace('"accuracy": ', '"accuracy": 9', 1))  # mark the old "before"
+    with pytest.warns(UserWarning, match=r"holds an earlier run \(\d+ metric records, 2 checkpoints\)"):
+        result = Trainer(config.replace(max_steps=1), progress=False).train()
+    assert result.eval_before["accuracy"] <= 1.0 and result.steps_done == 1
+    records = [json.loads(line) for line in stale.read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("eval", 0), ("train", 1), ("eval", 1)]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
 
 
 def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_path):
