@@ -277,9 +277,10 @@ class Trainer:
         old = sorted(self.checkpoint_root.glob("step-*")) if self.checkpoint_root.exists() else []
         if not old and not self.log.records:
             return
+        checkpoints = f"{len(old)} checkpoint{'' if len(old) == 1 else 's'}"
         warnings.warn(f"output_dir={os.fspath(self.output_dir)!r} holds an earlier run ({len(self.log.records)} "
-                      f"metric records, {len(old)} checkpoints); this run replaces it (resume=True would continue "
-                      "it instead)", stacklevel=3)
+                      f"metric records, {checkpoints}); this run replaces it (resume=True would continue it instead)",
+                      stacklevel=3)
         for path in old:
             shutil.rmtree(path)
         self.log.truncate_after(-1)
