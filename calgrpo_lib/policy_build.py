@@ -417,11 +417,7 @@ def _training_problems(n: int, cfg: TinyBuildConfig) -> list[Problem]:
             raise ValueError(f"only {len(problems)} of {size} generated problems fit the forgotten-carry rule and "
                              f"hard_carry_share={cfg.hard_carry_share}, fewer than the {n} needed; allowed: a task "
                              "whose problems mostly fit them")
-        if n_hard is None:
-            size *= 2
-        else:  # the pool size these rates need, with a margin
-            rates = (max(sum(hard), 1) / size, max(len(pool) - sum(hard), 1) / size)
-            size = max(2 * size, int(1.1 * max(n_hard / rates[0], (n - n_hard) / rates[1])) + 1)
+        size *= 2
 
 
 def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
