@@ -21,7 +21,8 @@ from collections import defaultdict
 
 import torch
 
-from calgrpo_lib.policy import generate, load_policy
+from calgrpo_lib.policy import load_policy
+from calgrpo_lib.sampling import generate
 from calgrpo_lib.policy_build import _calcs, _line, carry_kind, dropped_carry_answer, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
 from calgrpo_lib.tasks import Problem, _calc, generate_problems

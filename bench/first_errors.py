@@ -19,7 +19,8 @@ import re
 from collections import Counter
 
 from calgrpo_lib.oracle.stepcheck import check_solution
-from calgrpo_lib.policy import generate, load_policy
+from calgrpo_lib.policy import load_policy
+from calgrpo_lib.sampling import generate
 from calgrpo_lib.policy_build import carry_kind, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
 from calgrpo_lib.tasks import _calc, generate_problems

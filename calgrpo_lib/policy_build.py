@@ -3,7 +3,7 @@ supervised fine-tuning (SFT) on synthetic problems, saved as a standard Hugging 
 
 Every training example is ``<|bos|> build_prompt(question, "plain") answer <|eos|>``, where ``answer`` is the GSM8K
 reference solution; the loss covers the answer tokens and the final EOS, never the prompt. Prompt and answer are
-tokenized separately, exactly as :func:`calgrpo_lib.policy.generate` sees them. Training stops on purpose at an
+tokenized separately, exactly as :func:`calgrpo_lib.sampling.generate` sees them. Training stops on purpose at an
 imperfect accuracy (about half the held-out problems right), so that GRPO groups hold both right and wrong answers.
 
 The build is deterministic: the same :class:`TinyBuildConfig` (seed included) and the same number of CPU threads give
@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .policy import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TINY_DIR, greedy_accuracy, group_stats
+from .policy import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TINY_DIR
+from .sampling import greedy_accuracy, group_stats
 from .rewards import build_prompt
 from .tasks import Problem, TaskConfig, _calc, generate_problems
 from .validation import check_float, check_int, check_type

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .config import GRPOConfig
-from .policy import generate, prefill_shared
+from .sampling import generate, prefill_shared
 from .rewards import build_prompt
 from .tasks import Problem
 
@@ -62,7 +62,7 @@ def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     positions and the scored log-probs equal the sampling ones. With ``share_prompts`` (default), rows that repeat
     the previous row's prompt (the ``G`` samples of a group) run their prompt once: the prompt's KV cache is computed
     for the ``U`` distinct prompts, copied to the ``n`` rows, and the completions run on top of it
-    (:func:`calgrpo_lib.policy.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead of
+    (:func:`calgrpo_lib.sampling.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead of
     ``n * (P + T)``. Same logits up to float rounding, same gradients.
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (n, P + T)

@@ -31,7 +31,8 @@ from .credit import token_advantages
 from .data import load_problems
 from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
 from .metrics_log import MetricsLog
-from .policy import greedy_accuracy, load_policy
+from .policy import load_policy
+from .sampling import greedy_accuracy
 from .rewards import batch_rewards
 from .rollout import Rollout, sample_rollouts, sequence_forward
 from .spans import error_token_masks

@@ -13,16 +13,13 @@ import torch
 from calgrpo_lib.policy import (
     EOS_TOKEN,
     TINY_DIR,
-    Generation,
-    generate,
-    greedy_accuracy,
-    group_stats,
     load_policy,
     main,
     pick_device,
     pick_dtype,
 )
 from calgrpo_lib.rewards import build_prompt, is_correct
+from calgrpo_lib.sampling import Generation, generate, greedy_accuracy, group_stats
 from calgrpo_lib.spans import token_char_offsets
 from calgrpo_lib.tasks import generate_problems
 

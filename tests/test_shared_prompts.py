@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from calgrpo_lib.policy import generate, load_policy, prefill_shared, prompt_groups
+from calgrpo_lib.policy import load_policy
+from calgrpo_lib.sampling import generate, prefill_shared, prompt_groups
 from calgrpo_lib.rewards import build_prompt
 from calgrpo_lib.rollout import sequence_forward
 from calgrpo_lib.tasks import generate_problems

@@ -1,4 +1,4 @@
-"""Tests of quote -> character span -> token mask (calgrpo_lib.spans)."""
+"""Tests of quote -> character span -> token mask (calgrpo_lib.quotes, calgrpo_lib.spans)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from calgrpo_lib.quotes import SpanMatch, find_quote, normalize_with_map
 from calgrpo_lib.spans import (
-    SpanMatch,
     decode_responses,
     encode_responses,
     error_token_masks,
-    find_quote,
-    normalize_with_map,
     span_to_token_mask,
     token_char_offsets,
     token_texts,

@@ -7,7 +7,7 @@ Rules, in order (each failure gives an ``unlocalized`` verdict with that ``cause
   missed the error);
 - a step number outside the response's steps is ``step_out_of_range``;
 - an empty quote is ``empty_quote``;
-- a quote that :func:`calgrpo_lib.spans.find_quote` cannot find (exact, else normalised, else fuzzy above the
+- a quote that :func:`calgrpo_lib.quotes.find_quote` cannot find (exact, else normalised, else fuzzy above the
   threshold) is ``quote_not_found``: a paraphrase too loose or a hallucinated quote.
 
 A found quote gives an ``ok`` verdict whose ``quote`` is the response's own text at the span (so it is always an
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from ..quotes import find_quote
 from ..rewards import extract_answer, parse_number
 from ..steps import split_steps
 from .reply import Reply
@@ -38,8 +39,6 @@ def final_answers_disagree(response: str, reference: str) -> bool:
 def localize(item: JudgeItem, reply: Reply, *, fuzzy_threshold: float = 85.0, backend: str = "",
              model: str = "", cached: bool = False) -> Verdict:
     """Turn a parsed :class:`Reply` into a checked :class:`Verdict` for ``item`` (see the module docstring)."""
-    from ..spans import find_quote  # spans imports torch: load it only when a verdict is checked
-
     meta = {"backend": backend, "model": model, "cached": cached, "reason": reply.reason}
     steps = split_steps(item.response)
     if reply.step == -1:
