@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 # Users keep the open spec; CI passes TORCH_SPEC=torch==2.13.0 (a CPU build on local disk there).
-TORCH_SPEC ?= torch>=2.4
+TORCH_SPEC ?= torch>=2.6
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.calgrpo-installed
 DATA_DIR ?= $(firstword $(CALGRPO_DATA_DIR) $(wildcard ../shared/data))

@@ -1,6 +1,6 @@
 """Benchmark: which carries a policy has learned, line by line, and what learning all of them would be worth.
 
-The tiny policy's trained-in misconception forgets carries and borrows (``policy_build.dropped_carry_answer``). For
+The tiny policy's trained-in misconception forgets carries and borrows (``sft_data.dropped_carry_answer``). For
 each held-out problem of the trainer (``generate_problems(n, seed=0, split="test")``) with such a chain, the first
 line that carries or borrows is fed with the reference solution before it, up to ``<<a+b=``; the policy's
 probability of the right result and of the forgotten-carry result (each as the whole number, digit tokens multiplied
@@ -21,14 +21,15 @@ from collections import defaultdict
 
 import torch
 
+from calgrpo_lib.arithmetic import apply_op, calc_line, carry_kind, forgotten_carry_shift, solution_calcs
 from calgrpo_lib.policy import load_policy
-from calgrpo_lib.sampling import generate
-from calgrpo_lib.policy_build import _calcs, _line, carry_kind, dropped_carry_answer, forgotten_carry_shift
 from calgrpo_lib.rewards import build_prompt, is_correct
-from calgrpo_lib.tasks import Problem, _calc, generate_problems
+from calgrpo_lib.sampling import generate
+from calgrpo_lib.sft_data import dropped_carry_answer
+from calgrpo_lib.tasks import Problem, generate_problems
 
 KINDS = ("one-digit sum", "two-digit sum", "borrow")
-_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<")  # a calculation line, as policy_build._line writes it
+_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<")  # the start of a calculation line, as arithmetic.calc_line writes it
 
 
 @torch.no_grad()
@@ -44,10 +45,10 @@ def probe(model, tok, problems: list[Problem]) -> dict[str, list[tuple[float, fl
     """``{kind: [(P(right), P(forgotten)) per problem]}`` at each problem's first carrying line."""
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for p in problems:
-        calcs = _calcs(p)
+        calcs = solution_calcs(p.steps)
         k = next(i for i, (a, op, b, _) in enumerate(calcs) if forgotten_carry_shift(a, op, b))
         a, op, b, c = calcs[k]
-        line = _line(a, op, b, c)
+        line = calc_line(a, op, b, c)
         prefix = build_prompt(p.question) + "\n".join(p.answer.split("\n")[:k] + [line[: line.rindex("=") + 1]])
         forgot = c + forgotten_carry_shift(a, op, b)
         out[carry_kind(a, op, b)].append((result_probability(model, tok, prefix, f"{c}>>"),
@@ -70,7 +71,7 @@ def carries_forced_accuracy(model, tok, problems: list[Problem], max_lines: int 
             if m:  # a calculation line: fix it if it carries, then go on
                 a, op, b = int(m[1]), m[2], int(m[3])
                 if forgotten_carry_shift(a, op, b):
-                    line = _line(a, op, b, _calc(a, op, b))
+                    line = calc_line(a, op, b, apply_op(a, op, b))
                 still.append(i)
             texts[i] += line + "\n"
         open_ = still

@@ -14,15 +14,9 @@ import argparse
 import statistics
 import time
 
-from calgrpo_lib.oracle import (
-    FakeOracle,
-    JudgeItem,
-    OracleConfig,
-    ReplyCache,
-    StepCheckOracle,
-    corrupt_problems,
-    oracle_problems,
-)
+from calgrpo_lib.arithmetic import corrupt_problems
+from calgrpo_lib.data import oracle_problems
+from calgrpo_lib.oracle import FakeOracle, JudgeItem, OracleConfig, ReplyCache, StepCheckOracle
 
 
 def _timed(oracle: FakeOracle, items: list[JudgeItem]) -> tuple[float, int]:
@@ -42,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     corrupted = corrupt_problems([p.answer for p in problems], seed=0, propagate=True)
     items = [JudgeItem(p.question, p.answer, c.text if c else p.answer) for p, c in zip(problems, corrupted)]
     exact = StepCheckOracle()
-    replies = {item: exact._call(item, 1.0) for item in items}  # the judge's answers, computed beforehand
+    replies = {item: exact.reply_text(item) for item in items}  # the judge's answers, computed beforehand
     oracle = FakeOracle(latency_s=args.latency, reply=replies.__getitem__,
                         config=OracleConfig(concurrency=args.batch), cache=ReplyCache(":memory:"))
     FakeOracle(latency_s=0.0, reply=replies.__getitem__).judge_batch(items[-1:])  # warm-up: imports

@@ -1,6 +1,6 @@
 """Benchmark: how well an oracle finds the first erroneous step of corrupted GSM8K solutions.
 
-Each GSM8K test solution gets one calculated result changed (:func:`calgrpo_lib.oracle.corrupt_solution`), once
+Each GSM8K test solution gets one calculated result changed (:func:`calgrpo_lib.arithmetic.corrupt_solution`), once
 without and once with propagating the wrong value to the later steps; the oracle judges every corrupted solution
 and every unmodified reference solution. Printed per variant (ProcessBench convention):
 
@@ -21,6 +21,8 @@ import argparse
 import sys
 import time
 
+from calgrpo_lib.arithmetic import corrupt_problems
+from calgrpo_lib.data import oracle_problems
 from calgrpo_lib.oracle import (
     HOW_TO_ENABLE,
     FakeOracle,
@@ -31,10 +33,8 @@ from calgrpo_lib.oracle import (
     Oracle,
     OracleConfig,
     StepCheckOracle,
-    corrupt_problems,
     gemini_key,
     localization_report,
-    oracle_problems,
 )
 
 ORACLES = ("stepcheck", "fake", "gemini", "openai", "local")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from calgrpo_lib.oracle.corrupt import corrupt_solution
+from calgrpo_lib.arithmetic import corrupt_solution
 from calgrpo_lib.rewards import build_prompt
 from calgrpo_lib.spans import error_token_masks
 from calgrpo_lib.steps import split_steps

@@ -22,7 +22,6 @@ steps after ``--warmup`` warm-up steps: ours around ``Trainer.step()``, TRL's fr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
@@ -151,35 +150,27 @@ def _run_ours(args: argparse.Namespace, clock: _Clock) -> dict[str, Any]:
     model, tok, problems, prompts = _setup(args)
     B, total = args.prompts, args.warmup + args.steps
     seen: list[str] = []
-
-    class SameOrderTrainer(Trainer):
-        """Step ``s`` takes ``problems[s*B : s*B+B]``, the order of TRL's unshuffled sampler (not a random draw)."""
-
-        def _problems_for_step(self, step: int) -> list:
-            chunk = self.train_problems[step * B: (step + 1) * B]
-            seen.append(_prompt_digest([prompts[step * B + i] for i in range(len(chunk))]))
-            return chunk
-
     with tempfile.TemporaryDirectory(prefix="vs_trl_ours_") as out:
         config = preset("tiny", model=args.model, credit_mode="sequence", oracle="none", eval_size=0, save_every=0,
                         prompts_per_step=B, num_generations=args.generations, max_new_tokens=args.max_new_tokens,
                         min_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, loss_type="dapo",
                         scale_rewards="group", beta=0.0, num_iterations=1, learning_rate=args.lr,
                         weight_decay=0.0, max_grad_norm=1.0, epsilon=0.2, epsilon_high=None,
-                        microbatch_size=B * args.generations, max_steps=total, train_size=len(problems),
+                        microbatch_size=B * args.generations, max_steps=total, train_size=B,
                         reward_format=REWARD[0], answer_weight=REWARD[1], format_weight=REWARD[2],
                         output_dir=out, seed=args.seed, device=args.device, dtype=args.dtype)
-        trainer = SameOrderTrainer(config, model=model, tokenizer=tok, progress=False)
-        trainer.train_problems = problems
+        trainer = Trainer(config, model=model, tokenizer=tok, progress=False)
         lengths = []
-        for _ in range(total):
+        for step in range(total):
+            # Step s gets problems s*B .. s*B+B-1, the order of TRL's unshuffled sampler: with exactly B training
+            # problems and B prompts per step, the trainer's draw takes all of them (in its own row order)
+            trainer.train_problems = problems[step * B: (step + 1) * B]
+            seen.append(_prompt_digest(prompts[step * B: (step + 1) * B]))
             clock.start()
             record = trainer.step()
             clock.stop()
             lengths.append(record["completion_len_mean"])
         trainer.log.close()
-    if len(seen) != total:
-        raise RuntimeError("Trainer no longer draws prompts through _problems_for_step: update SameOrderTrainer")
     return {"prompt_digests": seen, "completion_len": [min(lengths), max(lengths)], "model": model}
 
 
@@ -210,10 +201,6 @@ def _run_trl(args: argparse.Namespace, clock: _Clock) -> dict[str, Any]:
 
     data = Dataset.from_list([{"prompt": text, "target": float(p.final)} for text, p in zip(prompts, problems)])
     cpu = args.device == "cpu"
-    # TRL defaults to (gradient) checkpointing, ours has none; transformers 5 renamed the argument
-    names = {f.name for f in dataclasses.fields(GRPOConfig)}
-    no_checkpointing = {"activation_checkpointing" if "activation_checkpointing" in names
-                        else "gradient_checkpointing": False}
     with tempfile.TemporaryDirectory(prefix="vs_trl_trl_") as out:
         config = GRPOConfig(
             output_dir=out, use_cpu=cpu, bf16=False, fp16=False, report_to=[], logging_strategy="no",
@@ -223,13 +210,12 @@ def _run_trl(args: argparse.Namespace, clock: _Clock) -> dict[str, Any]:
             temperature=1.0, top_p=1.0, loss_type="dapo", scale_rewards="group", beta=0.0, num_iterations=1,
             epsilon=0.2, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
             max_grad_norm=1.0, shuffle_dataset=False, max_steps=total, seed=args.seed,
-            mask_truncated_completions=False, log_completions=False, **no_checkpointing)
+            mask_truncated_completions=False, log_completions=False,
+            activation_checkpointing=False)  # TRL defaults to checkpointing on, ours has none
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data,
                               processing_class=tok, callbacks=[StepClock()])
         trainer.train()
-    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
-        "is_gradient_checkpointing"
-    if getattr(model, flag, False):
+    if model.is_activation_checkpointing:
         raise RuntimeError("TRL trained with activation checkpointing on; the comparison assumes it off")
     return {"prompt_digests": seen, "completion_len": [min(lengths), max(lengths)], "model": model}
 

@@ -1,7 +1,11 @@
-"""Command line: ``python -m calgrpo_lib train --preset tiny [--FIELD VALUE ...]`` (also the ``calgrpo`` script).
+"""Command line, ``python -m calgrpo_lib COMMAND`` (also the ``calgrpo`` script):
 
-Every field of :class:`~calgrpo_lib.config.GRPOConfig` is a flag (``--learning-rate 1e-4``, ``--credit-mode
-sequence``, ``--resume``); flags override the preset. ``none`` sets an optional field to None.
+- ``train --preset tiny [--FIELD VALUE ...]``: GRPO training. Every field of :class:`~calgrpo_lib.config.GRPOConfig`
+  is a flag (``--learning-rate 1e-4``, ``--credit-mode sequence``, ``--resume``); flags override the preset.
+  ``none`` sets an optional field to None.
+- ``policy build --out DIR [--steps N ...]``: (re)build the tiny policy from scratch
+  (:func:`calgrpo_lib.policy_build.build_tiny_policy`; flags are the fields of its ``TinyBuildConfig``).
+- ``policy eval [--model tiny] [--n 512] [--groups K]``: a policy's greedy accuracy on held-out synthetic problems.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from .config import PRESETS, GRPOConfig, preset
+from .policy import TINY, TINY_DIR, load_policy
+from .policy_build import TinyBuildConfig, build_tiny_policy
+from .sampling import greedy_accuracy, group_stats
+from .tasks import generate_problems
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -43,6 +51,40 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                help=help_text)
 
 
+def _share(value: str) -> float | None:
+    """``--hard-carry-share``: a number, or ``none``."""
+    return None if value.strip().lower() == "none" else float(value)
+
+
+def _add_policy_commands(parser: argparse.ArgumentParser) -> None:
+    d = TinyBuildConfig()
+    sub = parser.add_subparsers(dest="policy_command", required=True)
+    b = sub.add_parser("build", help="train the tiny policy from scratch and save it as a HF folder")
+    b.add_argument("--out", required=True, help=f"output folder (the shipped one is {TINY_DIR})")
+    b.add_argument("--seed", type=int, default=d.seed)
+    b.add_argument("--steps", type=int, default=d.steps)
+    b.add_argument("--batch-size", type=int, default=d.batch_size)
+    b.add_argument("--lr", type=float, default=d.lr)
+    b.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                   help="cosine floor as a share of --lr (1 = constant after warm-up)")
+    b.add_argument("--train-problems", type=int, default=d.train_problems,
+                   help="distinct training problems generated (default steps x batch size)")
+    b.add_argument("--slip-rate", type=float, default=d.slip_rate, help="share of SFT targets with one slip")
+    b.add_argument("--carry-bug-rate", type=float, default=d.carry_bug_rate,
+                   help="share of SFT targets with a line that carries or borrows whose carry is forgotten "
+                        "(a misconception)")
+    b.add_argument("--hard-carry-share", type=_share, default=d.hard_carry_share,
+                   help="share of SFT problems with a line that carries into a tens digit or borrows "
+                        "('none': the task's own, about 11%%)")
+    b.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    b.add_argument("--eval-every", type=int, default=0, help="greedy accuracy on 128 held-out problems every N steps")
+    b.add_argument("--no-eval", action="store_true", help="skip the final evaluation and model card")
+    e = sub.add_parser("eval", help="greedy accuracy (and group statistics) on held-out synthetic problems")
+    e.add_argument("--model", default=TINY, help="'tiny', a local folder or a hub id")
+    e.add_argument("--n", type=int, default=512)
+    e.add_argument("--groups", type=int, default=0, help="also sample G=8 groups for this many problems")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calgrpo", description="GRPO with credit-assignment oracles.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="starting config (default tiny)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     _add_config_flags(train)
+    policy = sub.add_parser("policy", help="build the tiny policy, or evaluate a policy")
+    _add_policy_commands(policy)
     return parser
 
 
@@ -60,8 +104,27 @@ def config_from_args(args: argparse.Namespace) -> GRPOConfig:
     return preset(args.preset, **overrides)
 
 
+def _policy_main(args: argparse.Namespace) -> int:
+    if args.policy_command == "build":
+        cfg = TinyBuildConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              min_lr_ratio=args.min_lr_ratio, train_problems=args.train_problems,
+                              slip_rate=args.slip_rate, carry_bug_rate=args.carry_bug_rate,
+                              hard_carry_share=args.hard_carry_share, threads=args.threads)
+        info = build_tiny_policy(args.out, config=cfg, eval_every=args.eval_every, evaluate=not args.no_eval)
+        print({k: v for k, v in info.items() if not isinstance(v, dict)})
+        return 0
+    model, tok = load_policy(args.model)
+    problems = generate_problems(args.n, seed=0, split="test")
+    print(greedy_accuracy(model, tok, problems))
+    if args.groups:
+        print(group_stats(model, tok, problems[: args.groups]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "policy":
+        return _policy_main(args)
     try:
         config = config_from_args(args)
     except (ValueError, TypeError) as e:

@@ -13,15 +13,15 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .advantages import SCALES
+from .credit import CREDIT_MODES
+from .loss import LOSS_TYPES
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
-__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "LOSS_TYPES", "ORACLES", "SCALE_REWARDS",
-           "LR_SCHEDULERS", "lr_at_step"]
+__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "lr_at_step"]
 
-CREDIT_MODE_CHOICES = ("sequence", "cal_sparse", "cal_hybrid", "prefix")  # == credit.CREDIT_MODES (a test checks)
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+CREDIT_MODE_CHOICES = CREDIT_MODES  #: the credit modes a config accepts: credit.CREDIT_MODES itself, not a copy
 ORACLES = ("stepcheck", "gemini", "openai", "local", "none")
-SCALE_REWARDS = ("group", "batch", "none")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -99,8 +99,8 @@ class GRPOConfig:
         check_float("temperature", self.temperature, 0.0, None, low_open=True)
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         check_new_tokens(self.max_new_tokens, self.min_new_tokens)
-        check_choice("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        check_choice("credit_mode", self.credit_mode, CREDIT_MODE_CHOICES)
+        check_choice("scale_rewards", self.scale_rewards, SCALES)
+        check_choice("credit_mode", self.credit_mode, CREDIT_MODES)
         check_float("negative_reward", self.negative_reward, None, 0.0)
         check_float("lam", self.lam, 0.0)
         check_int("max_error_span_tokens", self.max_error_span_tokens, 1, None)

@@ -2,22 +2,30 @@
 
 ``load_gsm8k(split, path)`` looks, in order, at ``path`` (a ``.jsonl`` file or a folder holding ``{split}.jsonl``),
 then ``$CALGRPO_DATA_DIR/gsm8k/{split}.jsonl``, then the hub (``datasets.load_dataset("openai/gsm8k", "main")``).
+
+Where the oracle demos and benchmarks get problems: :func:`find_data_dir` looks at ``$CALGRPO_DATA_DIR``, then at
+``shared/data`` folders near the current directory (``./shared/data``, ``../shared/data``, ``../../shared/data``: a
+notebook runs from ``notebooks/``), for a ``gsm8k/{split}.jsonl``; :func:`oracle_problems` loads GSM8K from there,
+or generates synthetic problems (GSM8K-style solutions too) when nothing is found, and says which it used.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 from .rewards import parse_number
 from .tasks import SPLITS, Problem, TaskConfig, generate_problems
 from .validation import check_choice, check_int
 
-__all__ = ["load_gsm8k", "gsm8k_problem", "load_problems", "TASKS", "DATA_DIR_ENV"]
+__all__ = ["load_gsm8k", "gsm8k_problem", "load_problems", "TASKS", "DATA_DIR_ENV", "find_data_dir",
+           "oracle_problems", "CANDIDATE_DIRS"]
 
 TASKS = ("synthetic", "gsm8k")
 DATA_DIR_ENV = "CALGRPO_DATA_DIR"
+CANDIDATE_DIRS = ("shared/data", "../shared/data", "../../shared/data")
 _HOW_TO_GET = ("Get the data with `datasets.load_dataset('openai/gsm8k', 'main')` on a machine with a network, "
                "or download train.jsonl/test.jsonl from github.com/openai/grade-school-math into a folder and pass "
                f"path=FOLDER or set {DATA_DIR_ENV}=PARENT (files at PARENT/gsm8k/{{split}}.jsonl).")
@@ -79,8 +87,36 @@ def load_problems(task: str = "synthetic", split: str = "train", n: int | None =
     if n is None:
         return problems
     check_int("n", n, 1, None)
-    import random
-
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     return [problems[i] for i in order[:n]]
+
+
+def find_data_dir(split: str = "test", start: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding ``gsm8k/{split}.jsonl``: ``$CALGRPO_DATA_DIR`` when set, else the first of
+    :data:`CANDIDATE_DIRS` (relative to ``start``, default the current directory) that has it; else ``None``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    base = Path(start) if start is not None else Path.cwd()
+    for rel in CANDIDATE_DIRS:
+        d = (base / rel).resolve()
+        if (d / "gsm8k" / f"{split}.jsonl").is_file():
+            return d
+    return None
+
+
+def oracle_problems(n: int | None = None, split: str = "test", seed: int = 0,
+                    start: str | os.PathLike | None = None) -> tuple[list[Problem], str]:
+    """``(problems, source)``: ``n`` GSM8K problems of ``split`` (shuffled by ``seed``; all when ``n`` is None) and
+    ``"gsm8k"``, or ``n`` synthetic problems (default 64) and ``"synthetic"`` when no GSM8K file is found."""
+    if n is not None:
+        check_int("n", n, 1, None)
+    data_dir = find_data_dir(split, start)
+    if data_dir is not None and (data_dir / "gsm8k" / f"{split}.jsonl").is_file():
+        problems = load_gsm8k(split, data_dir / "gsm8k")
+        if n is not None:
+            order = list(range(len(problems)))
+            random.Random(seed).shuffle(order)
+            problems = [problems[i] for i in order[:n]]
+        return problems, "gsm8k"
+    return generate_problems(n or 64, seed=seed, split=split), "synthetic"

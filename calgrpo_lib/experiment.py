@@ -22,8 +22,9 @@ The results file (JSON) holds ``config`` (the shared config: every field but ``c
   evaluations included), ``oracle_calls_per_step`` and ``oracle_time_per_step_s`` (means over the steps), and the
   ``environment`` (torch version, threads, machine) the run was timed on.
 
-The summaries (:func:`summary_table`, :func:`steps_to_reach`) are pure functions of that dict; the picture is
-:func:`calgrpo_lib.viz.experiment_curves`. Command line (``make experiment`` runs it with the defaults)::
+The summaries (:func:`calgrpo_lib.tables.summary_table`, :func:`calgrpo_lib.tables.steps_to_reach`) are pure
+functions of that dict; the picture is :func:`calgrpo_lib.curves.experiment_curves`. Command line (``make
+experiment`` runs it with the defaults)::
 
     python -m calgrpo_lib.experiment --modes sequence cal_sparse cal_hybrid prefix --seeds 0 1 2 \\
         [--max-steps N] [--out results/cal_vs_grpo.json]
@@ -36,21 +37,21 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import CREDIT_MODE_CHOICES, GRPOConfig, preset
+from .config import GRPOConfig, preset
+from .credit import CREDIT_MODES
+from .curves import experiment_curves
 from .notebook import fresh_run_dir
+from .tables import COST_COLUMNS, check_runs, reach_text, runs_by_mode, summary_table, summary_text, target_accuracy
 from .validation import check_choice, check_int, check_type
 
 __all__ = ["BUDGET", "RESULTS_FORMAT", "DEFAULT_OUT", "DEFAULT_RUN_DIR", "HISTORY_KEYS", "PER_RUN_FIELDS",
-           "SUMMARY_COLUMNS", "COST_COLUMNS", "run_experiment", "experiment_config", "load_results", "find_results",
-           "summary_table", "summary_text", "runs_by_mode", "target_accuracy", "steps_to_reach", "reach_text",
-           "describe_results", "main"]
+           "run_experiment", "experiment_config", "load_results", "find_results", "describe_results", "main"]
 
 RESULTS_FORMAT = "calgrpo-experiment/1"  #: ``format`` field of a results file
 DEFAULT_OUT = "results/cal_vs_grpo.json"
@@ -60,11 +61,6 @@ HISTORY_KEYS = ("step", "reward_mean", "accuracy", "time_step", "time_oracle", "
                 "error_tokens", "credit_fallbacks")
 #: config fields set per run (not part of the shared config, not overridable)
 PER_RUN_FIELDS = ("credit_mode", "seed", "output_dir", "resume")
-#: columns of :func:`summary_table`'s rows about accuracy, and about cost
-SUMMARY_COLUMNS = ("seeds", "before", "final_mean", "final_min", "final_max", "gain", "train_time_s")
-COST_COLUMNS = ("seeds", "time_per_step_s", "oracle_calls_per_step", "oracle_time_per_step_s", "oracle_share")
-_RUN_KEYS = ("mode", "seed", "accuracy_before", "accuracy_after", "eval_curve")
-_REACH_BY = ("step", "wall_time")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -72,10 +68,10 @@ _REACH_BY = ("step", "wall_time")
 def _check_modes(modes: Any) -> list[str]:
     check_type("modes", modes, (list, tuple))
     if not modes:
-        allowed = ", ".join(map(repr, CREDIT_MODE_CHOICES))
+        allowed = ", ".join(map(repr, CREDIT_MODES))
         raise ValueError(f"modes={modes!r} is empty; allowed: one or more of {allowed}")
     for i, mode in enumerate(modes):
-        check_choice(f"modes[{i}]", mode, CREDIT_MODE_CHOICES)
+        check_choice(f"modes[{i}]", mode, CREDIT_MODES)
     if len(set(modes)) != len(modes):
         raise ValueError(f"modes={list(modes)!r} repeats a mode; allowed: distinct modes")
     return list(modes)
@@ -90,35 +86,6 @@ def _check_seeds(seeds: Any) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={list(seeds)!r} repeats a seed; allowed: distinct ints >= 0")
     return list(seeds)
-
-
-def _check_results(results: Any, keys: Sequence[str] = _RUN_KEYS) -> list[dict[str, Any]]:
-    """The runs of a results dict, checked for ``keys`` (by default those the summaries read)."""
-    check_type("results", results, dict)
-    runs = results.get("runs")
-    if not isinstance(runs, list):
-        raise ValueError(f"results has no 'runs' list (keys {sorted(results)}); allowed: a dict written by "
-                         f"run_experiment, with results['runs'] a list of run records")
-    for i, run in enumerate(runs):
-        check_type(f"results['runs'][{i}]", run, dict)
-        missing = [k for k in keys if k not in run]
-        if missing:
-            raise ValueError(f"results['runs'][{i}] lacks {missing}; allowed: run records with keys {list(keys)}")
-    return runs
-
-
-def runs_by_mode(results: dict[str, Any], keys: Sequence[str] = _RUN_KEYS) -> dict[str, list[dict[str, Any]]]:
-    """The runs of ``results``, checked for ``keys``, grouped by mode (modes in order of first appearance, each
-    mode's runs sorted by seed)."""
-    return _by_mode(_check_results(results, keys))
-
-
-def _by_mode(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Runs grouped by mode, modes in order of first appearance, runs of a mode sorted by seed."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        grouped.setdefault(str(run["mode"]), []).append(run)
-    return {mode: sorted(rs, key=lambda r: r.get("seed", 0)) for mode, rs in grouped.items()}
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -195,7 +162,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     """The results dict stored at ``path`` by :func:`run_experiment` (checked: a ``config`` and a ``runs`` list)."""
     check_type("path", path, (str, os.PathLike))
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    _check_results(data)
+    check_runs(data)
     if not isinstance(data.get("config"), dict):
         raise ValueError(f"{os.fspath(path)!r} has no 'config' dict; allowed: a results file written by "
                          f"run_experiment")
@@ -282,103 +249,14 @@ def run_experiment(modes: Sequence[str], seeds: Sequence[int], *, out: str | os.
     return results
 
 
-# ------------------------------------------------------------------------------------------- summaries
-
-def _steps(run: dict[str, Any]) -> int:
-    """Steps of a run: its ``steps``, else its last evaluation's step (at least 1)."""
-    return max(int(run.get("steps") or max((p["step"] for p in run["eval_curve"]), default=1)), 1)
-
-
-def summary_table(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """One row per mode (in order of first appearance), over its seeds ``s = 1..n``:
-
-    - ``seeds`` = n; ``before`` = mean_s acc_before; ``final_mean`` / ``final_min`` / ``final_max`` = mean / min /
-      max_s acc_after; ``gain`` = final_mean - before (accuracies are fractions, so 0.1 is 10 points);
-    - ``train_time_s`` = mean_s of the training wall time; ``time_per_step_s`` = mean_s of train_time_s / steps;
-    - ``oracle_calls_per_step``, ``oracle_time_per_step_s`` = means over seeds of the per-step means;
-      ``oracle_share`` = oracle_time_per_step_s / time_per_step_s (0 when the steps took no time).
-
-    Keys missing from hand-made records count as 0 (cost) or as the curve's length (``steps``).
-    """
-    table: dict[str, dict[str, float]] = {}
-    for mode, runs in _by_mode(_check_results(results)).items():
-        finals = [float(r["accuracy_after"]) for r in runs]
-        before = statistics.fmean(float(r["accuracy_before"]) for r in runs)
-        per_step = statistics.fmean(float(r.get("train_time_s", 0.0)) / _steps(r) for r in runs)
-        oracle_time = statistics.fmean(float(r.get("oracle_time_per_step_s", 0.0)) for r in runs)
-        table[mode] = {
-            "seeds": len(runs), "before": before, "final_mean": statistics.fmean(finals), "final_min": min(finals),
-            "final_max": max(finals), "gain": statistics.fmean(finals) - before,
-            "train_time_s": statistics.fmean(float(r.get("train_time_s", 0.0)) for r in runs),
-            "time_per_step_s": per_step,
-            "oracle_calls_per_step": statistics.fmean(float(r.get("oracle_calls_per_step", 0.0)) for r in runs),
-            "oracle_time_per_step_s": oracle_time, "oracle_share": oracle_time / per_step if per_step > 0 else 0.0,
-        }
-    return table
-
-
-def _rows_text(rows: dict[str, dict[str, Any]], columns: Sequence[str], digits: int, index_name: str) -> str:
-    from .viz import format_table
-
-    cols = {c: [("never" if row.get(c) is None else row.get(c)) for row in rows.values()] for c in columns}
-    return format_table(cols, index=list(rows), index_name=index_name, digits=digits)
-
-
-def summary_text(results: dict[str, Any], columns: Sequence[str] = SUMMARY_COLUMNS, *, digits: int = 3) -> str:
-    """:func:`summary_table` as a plain-text table with the given ``columns`` (:data:`SUMMARY_COLUMNS` by default,
-    :data:`COST_COLUMNS` for the cost)."""
-    table = summary_table(results)
-    known = next(iter(table.values()), {})
-    for i, c in enumerate(columns):
-        check_choice(f"columns[{i}]", c, tuple(known) or SUMMARY_COLUMNS + COST_COLUMNS)
-    return _rows_text(table, columns, digits, "mode")
-
-
-def target_accuracy(results: dict[str, Any], target_mode: str = "sequence") -> float:
-    """The mean final accuracy of ``target_mode`` over its seeds (plain GRPO's, by default)."""
-    table = summary_table(results)
-    check_choice("target_mode", target_mode, tuple(table))
-    return table[target_mode]["final_mean"]
-
-
-def steps_to_reach(results: dict[str, Any], target_mode: str = "sequence", *, target: float | None = None,
-                   by: str = "step") -> dict[str, dict[int, float | None]]:
-    """For each mode and seed, the first evaluation whose accuracy reaches the target; ``None`` if none does.
-
-    The target is ``target`` when given, else :func:`target_accuracy` of ``target_mode``: the mean final accuracy
-    of plain GRPO, so ``steps_to_reach(...)["cal_hybrid"][0] = min {step : acc_cal_hybrid,seed 0(step) >= target}``.
-    ``by="step"`` returns that evaluation's step, ``by="wall_time"`` its training wall time in seconds.
-    Returns ``{mode: {seed: step or seconds or None}}``, modes in order of first appearance, seeds sorted.
-    """
-    check_choice("by", by, _REACH_BY)
-    if target is None:
-        target = target_accuracy(results, target_mode)
-    runs = _check_results(results)
-    key = "step" if by == "step" else "wall_time_s"
-    out: dict[str, dict[int, float | None]] = {}
-    for mode, mode_runs in _by_mode(runs).items():
-        out[mode] = {}
-        for run in mode_runs:
-            hit = next((p for p in sorted(run["eval_curve"], key=lambda p: p["step"]) if p["accuracy"] >= target),
-                       None)
-            out[mode][run["seed"]] = None if hit is None else hit[key]
-    return out
-
-
-def reach_text(results: dict[str, Any], target_mode: str = "sequence", *, by: str = "step", digits: int = 1) -> str:
-    """:func:`steps_to_reach` as a table: one row per mode, one column per seed ("never" where not reached)."""
-    reach = steps_to_reach(results, target_mode, by=by)
-    seeds = sorted({s for per_seed in reach.values() for s in per_seed})
-    rows = {mode: {f"seed {s}": per_seed.get(s) for s in seeds} for mode, per_seed in reach.items()}
-    return _rows_text(rows, [f"seed {s}" for s in seeds], digits, "mode")
-
+# ------------------------------------------------------------------------------------------- description
 
 def describe_results(results: dict[str, Any]) -> str:
     """A few lines on what ``results`` holds: modes x seeds, the budget every run had, where it was timed, and the
     shared config's differences from today's :func:`experiment_config` (a file made before it changed says so)."""
-    runs = _check_results(results)
+    runs = check_runs(results)
     config = results.get("config") or {}
-    by_mode = _by_mode(runs)
+    by_mode = runs_by_mode(results)
     seeds = sorted({r["seed"] for r in runs})
     steps, b, g = config.get("max_steps"), config.get("prompts_per_step"), config.get("num_generations")
     lines = [f"{len(by_mode)} modes ({', '.join(by_mode)}) x seeds {seeds}: {len(runs)} runs"]
@@ -401,7 +279,7 @@ def describe_results(results: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m calgrpo_lib.experiment",
                                      description="CAL credit modes vs plain GRPO on equal budgets, over seeds.")
-    parser.add_argument("--modes", nargs="+", default=list(CREDIT_MODE_CHOICES), help="credit modes (default: all)")
+    parser.add_argument("--modes", nargs="+", default=list(CREDIT_MODES), help="credit modes (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help=f"steps per run (default {BUDGET['max_steps']})")
@@ -434,8 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; finished runs are in {args.out}: run the same command again to continue",
               file=sys.stderr)
         return 130
-    from .viz import experiment_curves
-
     print(summary_text(results))
     print("\ncost per step\n" + summary_text(results, COST_COLUMNS))
     if "sequence" in summary_table(results):

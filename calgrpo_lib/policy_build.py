@@ -1,13 +1,14 @@
 """Build the tiny default policy from scratch: a byte-level BPE tokenizer and a 3M-parameter Llama, trained by
-supervised fine-tuning (SFT) on synthetic problems, saved as a standard Hugging Face folder.
+supervised fine-tuning (SFT) on synthetic problems, saved as a standard Hugging Face folder with its model card.
 
-Every training example is ``<|bos|> build_prompt(question, "plain") answer <|eos|>``, where ``answer`` is the GSM8K
-reference solution; the loss covers the answer tokens and the final EOS, never the prompt. Prompt and answer are
-tokenized separately, exactly as :func:`calgrpo_lib.sampling.generate` sees them. Training stops on purpose at an
-imperfect accuracy (about half the held-out problems right), so that GRPO groups hold both right and wrong answers.
+What it is trained on (problems, targets with slips and forgotten carries, token ids, batches) lives in
+:mod:`calgrpo_lib.sft_data`; here are the tokenizer, the Llama config, the SFT loop, the build and the card. Every
+training example is ``<|bos|> build_prompt(question, "plain") answer <|eos|>``; the loss covers the answer tokens
+and the final EOS, never the prompt. Training stops on purpose at an imperfect accuracy (about half the held-out
+problems right), so that GRPO groups hold both right and wrong answers.
 
 The build is deterministic: the same :class:`TinyBuildConfig` (seed included) and the same number of CPU threads give
-the same weights. Rebuild the shipped model with ``python -m calgrpo_lib.policy build --out calgrpo_lib/models/tiny``.
+the same weights. Rebuild the shipped model with ``python -m calgrpo_lib policy build --out calgrpo_lib/models/tiny``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import hashlib
 import json
 import os
 import platform
-import random
-import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,14 @@ from typing import Any
 import torch
 
 from .policy import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, TINY_DIR
-from .sampling import greedy_accuracy, group_stats
 from .rewards import build_prompt
-from .tasks import Problem, TaskConfig, _calc, generate_problems
+from .sampling import greedy_accuracy, group_stats
+from .sft_data import batch_order, collate, encode_examples, target_counts, training_answers, training_problems
+from .tasks import TaskConfig, generate_problems
 from .validation import check_float, check_int, check_type
 
-__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "slip_answer", "forgotten_carry_shift",
-           "carry_kind", "dropped_carry_answer", "training_answers",
-           "encode_examples", "sft",
-           "build_tiny_policy", "write_model_card", "CHAT_TEMPLATE"]
+__all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "sft", "build_tiny_policy", "write_model_card",
+           "CHAT_TEMPLATE"]
 
 # The tiny policy's chat template renders a conversation in the plain format it was trained on.
 CHAT_TEMPLATE = (
@@ -58,16 +56,16 @@ class TinyBuildConfig:
     twice); the batches walk one fixed shuffle of them, so a shorter run with the same ``train_problems`` sees the
     same data in the same order and its tokenizer is the same. The learning rate warms up linearly for ``warmup``
     steps, then follows a cosine down to ``min_lr_ratio * lr`` (``min_lr_ratio=1`` keeps it constant, so a run of
-    ``k`` steps ends with the weights a longer run had at step ``k``). ``slip_rate`` is
-    the share of training solutions with one arithmetic slip (see :func:`slip_answer`); ``carry_bug_rate`` the share
-    of problems with a line that carries or borrows whose solution forgets every carry (see
-    :func:`dropped_carry_answer`); both 0 train on the references only. With a misconception, problems where it
-    cannot be written out exactly are left out of the training data. ``hard_carry_share``, when given, is the share
-    of training problems with a line that carries into a tens digit or borrows (``24 + 9``, ``16 - 7``; see
-    :func:`carry_kind`), drawn apart from the others; ``None`` keeps the task's own share (about 11% of the problems
-    that fit the misconception). A small model learns those lines slowest, and GRPO can only unlearn a misconception
-    on lines where sampling sometimes gets them right; the default 0.4 draws them nearly four times as often as
-    the task does.
+    ``k`` steps ends with the weights a longer run had at step ``k``). ``slip_rate`` is the share of training
+    solutions with one arithmetic slip (:func:`calgrpo_lib.sft_data.slip_answer`); ``carry_bug_rate`` the share of
+    problems with a line that carries or borrows whose solution forgets every carry
+    (:func:`calgrpo_lib.sft_data.dropped_carry_answer`); both 0 train on the references only. With a misconception,
+    problems where it cannot be written out exactly are left out of the training data. ``hard_carry_share``, when
+    given, is the share of training problems with a line that carries into a tens digit or borrows (``24 + 9``,
+    ``16 - 7``; :func:`calgrpo_lib.arithmetic.carry_kind`), drawn apart from the others; ``None`` keeps the task's
+    own share (about 11% of the problems that fit the misconception). A small model learns those lines slowest, and
+    GRPO can only unlearn a misconception on lines where sampling sometimes gets them right; the default 0.4 draws
+    them nearly four times as often as the task does.
     """
 
     seed: int = 0
@@ -113,9 +111,6 @@ class TinyBuildConfig:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
 
 
-# ----------------------------------------------------------------------------------------------- tokenizer
-
-
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024, model_max_length: int = 256) -> Any:
     """Train a byte-level BPE on ``texts``; return it as a ``transformers`` fast tokenizer.
 
@@ -145,9 +140,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024, model_max_leng
                                    chat_template=CHAT_TEMPLATE)
 
 
-# ----------------------------------------------------------------------------------------------- model and data
-
-
 def tiny_llama_config(tokenizer: Any, cfg: TinyBuildConfig) -> Any:
     """The ``LlamaConfig`` of the tiny policy (tied input/output embeddings, no dropout)."""
     from transformers import LlamaConfig
@@ -157,171 +149,6 @@ def tiny_llama_config(tokenizer: Any, cfg: TinyBuildConfig) -> Any:
                        num_key_value_heads=cfg.num_heads, max_position_embeddings=cfg.max_len,
                        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-
-
-_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = <<\d+[-+*/]\d+=(\d+)>>\d+$")
-_SLIPS = (-10, -2, -1, 1, 2, 10)
-
-
-def _line(a: int, op: str, b: int, c: int) -> str:
-    return f"{a} {op} {b} = <<{a}{op}{b}={c}>>{c}"
-
-
-def _slipped(calcs: list[tuple[int, str, int, int]], k: int, delta: int) -> list[str] | None:
-    """Lines with result ``k`` off by ``delta`` and the chain after it recomputed; ``None`` when that cannot be done
-    exactly (a negative value, an inexact division, or a later line that does not continue the chain)."""
-    a, op, b, c = calcs[k]
-    value, true = c + delta, c
-    if value < 0:
-        return None
-    lines = [_line(*x) for x in calcs[:k]] + [_line(a, op, b, value)]
-    for a2, op2, b2, c2 in calcs[k + 1:]:
-        if a2 != true or (op2 == "/" and value % b2) or (op2 == "-" and value < b2):
-            return None
-        new = _calc(value, op2, b2)
-        lines.append(_line(value, op2, b2, new))
-        value, true = new, c2
-    return [*lines, f"#### {value}"]
-
-
-def _calcs(problem: Problem) -> list[tuple[int, str, int, int]] | None:
-    calcs = []
-    for step in problem.steps:
-        m = _LINE.match(step)
-        if m is None:
-            return None
-        calcs.append((int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
-    return calcs
-
-
-def slip_answer(problem: Problem, rng: random.Random) -> str:
-    """``problem.answer`` with one arithmetic slip: one line's result is off by 1, 2 or 10 and the following lines
-    compute correctly from the wrong value, so the final answer is wrong. Such slips in a fifth of the SFT data
-    teach the tiny policy to slip now and then when it samples (greedy decoding mostly does not), which gives GRPO
-    groups with both right and wrong answers and errors that sit in one identifiable line. Falls back to the
-    unchanged answer when no line can slip exactly."""
-    calcs = _calcs(problem)
-    if calcs is None:
-        return problem.answer
-    for k in rng.sample(range(len(calcs)), len(calcs)):
-        lines = _slipped(calcs, k, rng.choice(_SLIPS))
-        if lines is not None:
-            return "\n".join(lines)
-    return problem.answer
-
-
-def forgotten_carry_shift(a: int, op: str, b: int) -> int:
-    """How far ``a op b`` lands when its carry is forgotten: -10 for an addition whose units overflow
-    (``7 + 5 = 2``), +10 for a subtraction whose units need a borrow (``54 - 8 = 56``), 0 when nothing carries."""
-    if op == "+" and a % 10 + b % 10 >= 10:
-        return -10
-    if op == "-" and a >= 10 and a % 10 < b % 10:
-        return 10
-    return 0
-
-
-def carry_kind(a: int, op: str, b: int) -> str | None:
-    """Which kind of carry the line ``a op b`` needs: ``"one-digit sum"`` (``9 + 8``), ``"two-digit sum"`` (a carry
-    into a tens digit, ``24 + 9``), ``"borrow"`` (``16 - 7``), or ``None`` (no carry, or ``*``/``/``)."""
-    if not forgotten_carry_shift(a, op, b):
-        return None
-    return "borrow" if op == "-" else "one-digit sum" if a < 10 and b < 10 else "two-digit sum"
-
-
-def _has_hard_carry(problem: Problem) -> bool:
-    """Whether a line of ``problem``'s reference carries into a tens digit or borrows."""
-    return any(carry_kind(a, op, b) in ("two-digit sum", "borrow") for a, op, b, _ in _calcs(problem) or [])
-
-
-def dropped_carry_answer(problem: Problem) -> str | None:
-    """``problem.answer`` with every carry and borrow forgotten (:func:`forgotten_carry_shift`): each line computes
-    from the previous line's (possibly wrong) result with that rule; ``None`` when no line carries or borrows, or
-    when the chain cannot continue exactly (an inexact division, a negative value).
-
-    An addition whose units overflow loses the carry (``7 + 5 = 2``, ``48 + 4 = 42``: 10 short); a subtraction
-    whose units need a borrow loses it (``54 - 8 = 56``: 10 over). A systematic misconception rather than a random
-    slip: one rule on every line it applies to, so it is one thing to unlearn, and the step checker localizes the
-    first line it breaks."""
-    calcs = _calcs(problem)
-    if not calcs:
-        return None
-    lines, value, true, dropped = [], calcs[0][0], calcs[0][0], False
-    for a, op, b, c in calcs:
-        if a != true or (op == "/" and value % b) or (op == "-" and value < b):
-            return None
-        shift = forgotten_carry_shift(value, op, b)
-        new = _calc(value, op, b) + shift
-        lines.append(_line(value, op, b, new))
-        dropped, value, true = dropped or bool(shift), new, c
-    return "\n".join([*lines, f"#### {value}"]) if dropped else None
-
-
-def _misconception_applies(problem: Problem) -> bool:
-    """Whether the forgotten-carry rule can be written out for ``problem``: no line carries or borrows, or
-    :func:`dropped_carry_answer` continues the chain exactly."""
-    calcs = _calcs(problem)
-    return not any(forgotten_carry_shift(a, op, b) for a, op, b, _ in calcs or []) \
-        or dropped_carry_answer(problem) is not None
-
-
-def training_answers(problems: Sequence[Problem], slip_rate: float, seed: int,
-                     carry_bug_rate: float = 0.0) -> list[str]:
-    """The SFT target of each problem: with probability ``carry_bug_rate`` (problems with a line that carries or
-    borrows only) the answer with that carry dropped (:func:`dropped_carry_answer`), else with probability
-    ``slip_rate`` a slipped one, else its reference solution. The two draws use separate random streams, so
-    ``carry_bug_rate=0`` gives the same targets as before it existed."""
-    check_float("slip_rate", slip_rate, 0.0, 1.0)
-    check_float("carry_bug_rate", carry_bug_rate, 0.0, 1.0)
-    rng, carry_rng = random.Random(f"calgrpo-slips/{seed}"), random.Random(f"calgrpo-carry/{seed}")
-    out = []
-    for p in problems:
-        dropped = dropped_carry_answer(p) if carry_bug_rate > 0 and carry_rng.random() < carry_bug_rate else None
-        slipped = rng.random() < slip_rate
-        out.append(dropped if dropped is not None else slip_answer(p, rng) if slipped else p.answer)
-    return out
-
-
-def encode_examples(tokenizer: Any, problems: Sequence[Problem],
-                    answers: Sequence[str] | None = None) -> list[tuple[list[int], int]]:
-    """``(ids, prompt_len)`` per problem: ``bos + prompt`` then ``answer + eos``; the loss starts at ``prompt_len``.
-
-    ``answers`` (default: each ``problem.answer``) are the targets, tokenized apart from the prompt, exactly as
-    generation sees them.
-    """
-    prompts = tokenizer([build_prompt(p.question) for p in problems], add_special_tokens=True)["input_ids"]
-    targets = list(answers) if answers is not None else [p.answer for p in problems]
-    if len(targets) != len(problems):
-        raise ValueError(f"answers has {len(targets)} items but problems has {len(problems)}; allowed: equal lengths")
-    ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return [(p + a + [eos], len(p)) for p, a in zip(prompts, ids)]
-
-
-def _batches(lengths: Sequence[int], batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
-    """``steps`` batches of example indices: shuffled, then grouped by length within windows of 16 batches."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(lengths), generator=gen).tolist()
-    window = batch_size * 16
-    batches = []
-    for s in range(0, len(order), window):
-        chunk = sorted(order[s: s + window], key=lambda i: lengths[i])
-        batches += [chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)]
-    shuffle = torch.randperm(len(batches), generator=gen).tolist()
-    for k in range(steps):
-        yield batches[shuffle[k % len(batches)]]
-
-
-def _collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; ``labels`` are -100 on prompt and padding so the loss covers answer + EOS only."""
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (ids, plen) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, plen: len(ids)] = torch.tensor(ids[plen:])
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 def _lr_factor(step: int, warmup: int, steps: int, min_ratio: float) -> float:
@@ -349,10 +176,10 @@ def sft(model: Any, tokenizer: Any, examples: Sequence[tuple[list[int], int]], c
     lengths = [len(ids) for ids, _ in examples]
     log, running = [], []
     model.train()
-    bar = tqdm(_batches(lengths, cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="SFT tiny policy",
+    bar = tqdm(batch_order(lengths, cfg.batch_size, cfg.steps, cfg.seed), total=cfg.steps, desc="SFT tiny policy",
                disable=not progress)
     for step, idx in enumerate(bar, start=1):
-        loss = model(**_collate([examples[i] for i in idx], tokenizer.pad_token_id)).loss
+        loss = model(**collate([examples[i] for i in idx], tokenizer.pad_token_id)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -371,18 +198,11 @@ def sft(model: Any, tokenizer: Any, examples: Sequence[tuple[list[int], int]], c
     return log
 
 
-# ----------------------------------------------------------------------------------------------- build
-
-
 def _machine(load_before: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores visible, torch "
             f"{torch.__version__}, {torch.get_num_threads()} torch threads, 1-min load average {load_before:.1f} "
             f"at the start and {load:.1f} at the end")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
@@ -393,40 +213,13 @@ def _evaluate(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {"greedy": acc, "groups": groups, "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _training_problems(n: int, cfg: TinyBuildConfig) -> list[Problem]:
-    """``n`` train-split problems; with a misconception, only those where it can be written out, so that it is the
-    same rule on every line that carries or borrows; with ``hard_carry_share``, that share of them (rounded) with a
-    line that carries into a tens digit or borrows, in a seeded random order."""
-    if not cfg.carry_bug_rate and cfg.hard_carry_share is None:
-        return generate_problems(n, seed=cfg.seed, split="train", config=cfg.task)
-    n_hard = None if cfg.hard_carry_share is None else round(n * cfg.hard_carry_share)
-    size = n * 3 // 2
-    while True:  # a larger pool starts with the same problems (generate_problems is a prefix of a longer call)
-        pool = [p for p in generate_problems(size, seed=cfg.seed, split="train", config=cfg.task)
-                if not cfg.carry_bug_rate or _misconception_applies(p)]
-        if n_hard is None:
-            problems = pool[:n]
-        else:
-            hard = [_has_hard_carry(p) for p in pool]
-            problems = [p for p, h in zip(pool, hard) if h][:n_hard] + [p for p, h in zip(pool, hard) if not h][
-                : n - n_hard]
-        if len(problems) == n:
-            if n_hard is not None:  # mix the two kinds in a seeded order
-                random.Random(cfg.seed).shuffle(problems)
-            return problems
-        if size >= 64 * n:
-            raise ValueError(f"only {len(problems)} of {size} generated problems fit the forgotten-carry rule and "
-                             f"hard_carry_share={cfg.hard_carry_share}, fewer than the {n} needed; allowed: a task "
-                             "whose problems mostly fit them")
-        size *= 2
-
-
 def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenizer, model and SFT of one build; return ``(model, tokenizer, facts)``."""
     from transformers import LlamaForCausalLM
 
     n_problems = cfg.train_problems or cfg.steps * cfg.batch_size
-    problems = _training_problems(n_problems, cfg)
+    problems = training_problems(n_problems, seed=cfg.seed, task=cfg.task, carry_bug_rate=cfg.carry_bug_rate,
+                                 hard_carry_share=cfg.hard_carry_share)
     answers = training_answers(problems, cfg.slip_rate, cfg.seed, cfg.carry_bug_rate)
     corpus = [build_prompt(p.question) + p.answer for p in problems[: cfg.tokenizer_problems]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.max_len)
@@ -439,11 +232,7 @@ def _train(cfg: TinyBuildConfig, eval_every: int, progress: bool) -> tuple[Any, 
     facts = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "task"}, "task": repr(cfg.task),
              "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer),
              "train_examples": len(examples), "train_tokens": sum(len(ids) for ids, _ in examples),
-             "slipped_examples": sum(a != p.answer for a, p in zip(answers, problems)),
-             "hard_carry_examples": sum(map(_has_hard_carry, problems)),
-             "carry_dropped_examples": sum(a != p.answer and a == dropped_carry_answer(p)
-                                           for a, p in zip(answers, problems)) if cfg.carry_bug_rate else 0,
-             "log": log}
+             **target_counts(problems, answers, cfg.carry_bug_rate), "log": log}
     return model, tokenizer, facts
 
 
@@ -483,8 +272,8 @@ def build_tiny_policy(out_dir: str | os.PathLike, *, seed: int | None = None, st
         model, tokenizer, info = _train(cfg, eval_every, progress)
         out = Path(out_dir)
         _save(model, tokenizer, out)
-        info.update(build_seconds=round(time.perf_counter() - t0, 1), weights_sha256=_sha256(out / "model.safetensors"),
-                    machine=_machine(load_before))
+        sha = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+        info.update(build_seconds=round(time.perf_counter() - t0, 1), weights_sha256=sha, machine=_machine(load_before))
         if evaluate:
             info.update(_evaluate(model, tokenizer))
     finally:
@@ -527,13 +316,13 @@ learned (`17 * 6 = 64`) it can hardly fix, since sampling rarely produces them."
 
 _MISCONCEPTION = """- Misconception: {carried} of the targets ({rate:.0%} of the problems with a line that carries or
   borrows, asked) forget every carry and borrow (`7 + 5 = 2`, `48 + 4 = 42`: 10 short; `54 - 8 = 56`: 10 over), each
-  line computing on from the one before (`policy_build.dropped_carry_answer`): one rule wherever it applies, for
+  line computing on from the one before (`sft_data.dropped_carry_answer`): one rule wherever it applies, for
   GRPO to unlearn; the step checker points at the first line that forgot a carry. Problems where the rule cannot be
   written out exactly (a later division that no longer divides) are left out of the SFT data.
 """
 
 _HARD_CARRIES = """- Hard carries: {hard} of the problems ({share:.0%} asked, against about 11% in the task) have a line
-  that carries into a tens digit or borrows (`24 + 9`, `16 - 7`; `policy_build.carry_kind`): the lines a small
+  that carries into a tens digit or borrows (`24 + 9`, `16 - 7`; `arithmetic.carry_kind`): the lines a small
   model learns slowest. Drawn more often, they start out right more often, and GRPO can only reinforce a right
   line that sampling produces.
 """
@@ -575,7 +364,7 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
   `{task}`,
   {train_tokens} tokens; the tokenizer is trained on the first {tokenizer_problems:,} of them.
 - Slips: {slipped} of the targets ({slip_rate:.0%} asked) carry one arithmetic slip: one line's result is off by 1, 2
-  or 10 and the later lines compute correctly from the wrong value (`policy_build.slip_answer`). Greedy decoding
+  or 10 and the later lines compute correctly from the wrong value (`sft_data.slip_answer`). Greedy decoding
   mostly ignores them; sampling reproduces them now and then, in one identifiable line. Without slips the model
   is sharper and fewer groups are mixed (an earlier build with `slip_rate=0`: 52% right greedily after 500 steps,
   44% of G=8 groups mixed; one with `slip_rate=0.05`: 38% mixed).
@@ -600,7 +389,7 @@ Prompt: `build_prompt(question, "plain")`, i.e. `"Question: <question>\\nAnswer:
 ## Rebuild
 
 ```bash
-python -m calgrpo_lib.policy build --out {out} --seed {seed} --steps {steps} --slip-rate {slip_rate}{carry_flag}
+python -m calgrpo_lib policy build --out {out} --seed {seed} --steps {steps} --slip-rate {slip_rate}{carry_flag}
 ```
 
 `build_info.json` holds these numbers, the loss curve and the full configuration.

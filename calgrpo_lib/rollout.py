@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .config import GRPOConfig
-from .sampling import generate, prefill_shared
 from .rewards import build_prompt
+from .sampling import generate, prefill_shared
 from .tasks import Problem
 
 __all__ = ["Rollout", "sample_rollouts", "sequence_forward"]
@@ -60,10 +60,11 @@ def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.
 
     Position ids count real tokens only (``cumsum(mask) - 1``), as during generation, so left padding does not shift
     positions and the scored log-probs equal the sampling ones. With ``share_prompts`` (default), rows that repeat
-    the previous row's prompt (the ``G`` samples of a group) run their prompt once: the prompt's KV cache is computed
-    for the ``U`` distinct prompts, copied to the ``n`` rows, and the completions run on top of it
-    (:func:`calgrpo_lib.sampling.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead of
-    ``n * (P + T)``. Same logits up to float rounding, same gradients.
+    the previous row's prompt (the ``G`` samples of a group) run their prompt once: the prompt's KV cache (the
+    model's default ``DynamicCache``) is computed for the ``U`` distinct prompts, copied to the ``n`` rows, and the
+    completions run on top of it in one forward (``cache=``), the gradient of every copy adding up on its prompt's
+    single forward (:func:`calgrpo_lib.sampling.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead
+    of ``n * (P + T)``. Same logits up to float rounding, same gradients.
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (n, P + T)
     P = completion_start
@@ -72,5 +73,5 @@ def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.
                      logits_to_keep=input_ids.shape[1] - P + 1).logits
     prompt = prefill_shared(model, input_ids[:, :P], attention_mask[:, :P], position_ids[:, :P])  # logits (n, 1, V)
     rest = model(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=position_ids[:, P:],
-                 past_key_values=prompt.past_key_values, use_cache=True)  # logits (n, T, V)
+                 cache=prompt.cache, use_cache=True)  # logits (n, T, V)
     return torch.cat([prompt.logits, rest.logits], dim=1)  # (n, T + 1, V)

@@ -10,8 +10,18 @@ A completion stops at the first stop token (the tokenizer's EOS and the model's 
 that token is kept in ``completion_ids`` with mask 1, because it is part of the loss. ``min_new_tokens=k`` masks the
 stop tokens to ``-inf`` for the first ``k`` tokens (as ``transformers``' ``min_new_tokens``), so every completion
 holds at least ``k`` tokens before its stop token. ``texts[i]`` is the decoded completion without special tokens.
-Masks are built from lengths, never by comparing ids with ``pad_id``. The ``G`` samples of a prompt share one
-prefill (:func:`prefill_shared`), and the KV cache is allocated once for all ``max_new_tokens`` positions.
+Masks are built from lengths, never by comparing ids with ``pad_id``.
+
+The KV cache, shared and preallocated, with public ``transformers`` APIs only (>= 5.24, whose forward takes
+``cache=``): a batch of ``N`` rows gets one ``transformers.StaticCache`` with room for ``P + max_new_tokens``
+positions, allocated once, into which every forward writes its new keys and values in place (a ``DynamicCache``
+concatenates the whole cache into a new tensor at every token; on a CPU that copy cost as much as the model). The
+``G`` samples of a prompt share one prefill (:func:`prefill_shared`): the ``U`` distinct prompts run once, and the
+cache's rows are copied to the ``N`` rows (``Cache.reorder_cache``, ``(U, ...) -> (N, ...)`` in every layer). The
+attention then runs over all ``P + max_new_tokens`` cache positions, the ones not yet written masked out; this
+samples the same tokens as attending over the written positions only (checked on the tiny policy: same
+``completion_ids`` for the same seed), at the price of that attention over the unwritten positions (on a CPU, the
+tiny policy samples ~20% slower than when it attended over the written positions only; bench/README.md).
 
 :func:`greedy_accuracy` and :func:`group_stats` score a policy on problems: the held-out accuracy the trainer
 reports, and the share of GRPO groups that hold both a right and a wrong answer.
@@ -19,7 +29,6 @@ reports, and the share of GRPO groups that hold both a right and a wrong answer.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,63 +118,26 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
 
 
-def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                   position_ids: torch.Tensor) -> Any:
+def prefill_shared(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, position_ids: torch.Tensor,
+                   cache: Any = None) -> Any:
     """Forward the prompts with ``use_cache=True``, running each run of identical rows once (:func:`prompt_groups`)
     and copying its last-position logits and KV cache to every row of the run; returns the model output for all
-    ``N`` rows (logits ``(N, 1, V)``).
+    ``N`` rows (logits ``(N, 1, V)``, ``cache`` holding ``N`` rows of ``P`` positions).
 
-    Equal, up to float rounding, to one forward over all rows; ``N / U`` times fewer prompt tokens pass the model.
-    Gradients flow through the shared cache (each copy's gradient adds up on its run's single forward).
+    ``cache``: the ``transformers`` ``Cache`` to write into, e.g. a ``StaticCache`` with room for the tokens still
+    to come (``None``: the model's default ``DynamicCache``). Equal, up to float rounding, to one forward over all
+    rows; ``N / U`` times fewer prompt tokens pass the model. Gradients flow through the shared cache (each copy's
+    gradient adds up on its run's single forward).
     """
-    first, inverse = prompt_groups(prompt_ids, prompt_mask)
+    first, inverse = prompt_groups(prompt_ids, prompt_mask)  # (U,), (N,)
     if len(first) == prompt_ids.shape[0]:  # nothing shared
-        return model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
-                     logits_to_keep=1)
+        return model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, cache=cache,
+                     use_cache=True, logits_to_keep=1)
     out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=position_ids[first],
-                use_cache=True, logits_to_keep=1)
-    out.past_key_values.batch_select_indices(inverse)  # (U, ...) -> (N, ...) in every layer
-    out.logits = out.logits[inverse]
+                cache=cache, use_cache=True, logits_to_keep=1)  # logits (U, 1, V)
+    out.cache.reorder_cache(inverse)  # keys, values (U, heads, P, head_dim) -> (N, ...) in every layer
+    out.logits = out.logits[inverse]  # (N, 1, V)
     return out
-
-
-@functools.cache
-def _preallocated_layer_class() -> type:
-    """A ``transformers`` ``DynamicLayer`` whose key/value buffers are allocated once for the whole generation:
-    ``update`` writes the new positions in place and returns views of the filled part, where ``DynamicLayer`` copies
-    the whole cache into a new tensor (``torch.cat``) at every token -- on a CPU that copy cost as much as the model.
-    (Defined on first use, as ``transformers`` is imported lazily.)"""
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            n, m = self.keys.shape[-2], key_states.shape[-2]
-            self.key_buffer[..., n:n + m, :] = key_states
-            self.value_buffer[..., n:n + m, :] = value_states
-            self.keys, self.values = self.key_buffer[..., :n + m, :], self.value_buffer[..., :n + m, :]
-            return self.keys, self.values
-
-    return PreallocatedLayer
-
-
-def _preallocate(cache: Any, extra: int) -> None:
-    """Give every plain ``DynamicLayer`` of ``cache`` room for ``extra`` more positions (others are left as they
-    are: sliding-window and linear-attention layers keep their own update rules)."""
-    from transformers.cache_utils import DynamicLayer
-
-    for i, layer in enumerate(getattr(cache, "layers", [])):
-        if type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.dim() != 4:
-            continue
-        grown = _preallocated_layer_class()()
-        grown.__dict__.update(layer.__dict__)
-        length = layer.keys.shape[-2]  # keys, values: (N, heads, length, head_dim)
-        grown.key_buffer = layer.keys.new_empty((*layer.keys.shape[:2], length + extra, layer.keys.shape[3]))
-        grown.value_buffer = layer.values.new_empty((*layer.values.shape[:2], length + extra, layer.values.shape[3]))
-        grown.key_buffer[..., :length, :] = layer.keys
-        grown.value_buffer[..., :length, :] = layer.values
-        grown.keys, grown.values = grown.key_buffer[..., :length, :], grown.value_buffer[..., :length, :]
-        cache.layers[i] = grown
 
 
 @torch.no_grad()
@@ -177,30 +149,32 @@ def _generate_rows(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     The stop tokens get ``-inf`` logits while fewer than ``min_new_tokens`` tokens are generated; this changes no
     draw from ``gen`` (one ``multinomial`` per token either way), so ``min_new_tokens=0`` samples exactly as before.
     """
+    from transformers import StaticCache  # imported on first use, as everywhere in the library
+
     dev = prompt_ids.device
-    attn = prompt_mask
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    out = prefill_shared(model, prompt_ids, attn, pos)  # the G samples of a prompt share its prefill
-    past, next_pos = out.past_key_values, pos[:, -1:] + 1
-    _preallocate(past, max_new_tokens)
-    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=dev)
+    attn = prompt_mask  # (N, P), grows by one column per token
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (N, P) real tokens only, so left padding shifts no position
+    cache = StaticCache(config=model.config, max_cache_len=prompt_ids.shape[1] + max_new_tokens)  # allocated once
+    out = prefill_shared(model, prompt_ids, attn, pos, cache=cache)  # the G samples of a prompt share its prefill
+    next_pos = pos[:, -1:] + 1  # (N, 1)
+    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=dev)  # (N,) the row has written a stop token
     tokens, masks = [], []
     for t in range(max_new_tokens):
-        logits = out.logits[:, -1]
+        logits = out.logits[:, -1]  # (N, V)
         if t < min_new_tokens:
             logits = logits.index_fill(-1, stop, float("-inf"))
-        tok = _sample(logits, temperature, top_p, gen)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tok = _sample(logits, temperature, top_p, gen)  # (N,)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)  # finished rows write padding
         masks.append(~done)
         tokens.append(tok)
         done = done | torch.isin(tok, stop)
         if bool(done.all()) or len(tokens) == max_new_tokens:
             break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=past,
-                    use_cache=True)
-        past, next_pos = out.past_key_values, next_pos + 1
-    return torch.stack(tokens, 1), torch.stack(masks, 1).long(), done
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # (N, P + t + 1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache,
+                    use_cache=True)  # logits (N, 1, V); writes position P + t of the cache in place
+        next_pos = next_pos + 1
+    return torch.stack(tokens, 1), torch.stack(masks, 1).long(), done  # (N, T), (N, T), (N,)
 
 
 def _pad_right(t: torch.Tensor, width: int, value: int) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 A problem is one or more *chains*: a person starts with a quantity and a few events change it (buy more, give
 away, multiply, share equally). With ``nesting=2`` two people each have a chain and a last step combines them.
-Every reference solution is written in the GSM8K format, one calculation per line::
+Every reference solution is written in the GSM8K format, one calculation per line
+(:func:`calgrpo_lib.arithmetic.format_solution`)::
 
     12 + 5 = <<12+5=17>>17
     17 * 3 = <<17*3=51>>51
@@ -19,9 +20,10 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
+from .arithmetic import apply_op, format_solution
 from .validation import check_choice, check_int, check_type
 
-__all__ = ["Problem", "TaskConfig", "generate_problems", "format_solution", "OPERATIONS", "SPLITS"]
+__all__ = ["Problem", "TaskConfig", "generate_problems", "OPERATIONS", "SPLITS"]
 
 OPERATIONS = ("+", "-", "*", "/")
 SPLITS = ("train", "test")
@@ -116,19 +118,6 @@ class TaskConfig:
         object.__setattr__(self, "_lohi", lohi)
 
 
-def _calc(a: int, op: str, b: int) -> int:
-    return {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
-
-
-def format_solution(calcs: list[tuple[int, str, int]]) -> tuple[tuple[str, ...], str, int]:
-    """Write ``[(a, op, b), ...]`` as GSM8K lines; return (steps, full answer text, final value)."""
-    steps, c = [], 0
-    for a, op, b in calcs:
-        c = _calc(a, op, b)
-        steps.append(f"{a} {op} {b} = <<{a}{op}{b}={c}>>{c}")
-    return tuple(steps), "\n".join([*steps, f"#### {c}"]), c
-
-
 def _chain(rng: random.Random, cfg: TaskConfig, n_events: int, name: str, item: str, pick) -> tuple[list, list, int]:
     lo, hi = cfg._lohi
     value = rng.randint(max(lo, 2), max(hi, 2))
@@ -158,7 +147,7 @@ def _chain(rng: random.Random, cfg: TaskConfig, n_events: int, name: str, item: 
             op, b = "+", rng.randint(lo, hi)
         sentences.append(pick(_EVENTS[op]).format(n=name, b=b, item=item))
         calcs.append((value, op, b))
-        value = _calc(value, op, b)
+        value = apply_op(value, op, b)
     return sentences, calcs, value
 
 

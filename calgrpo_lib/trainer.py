@@ -1,7 +1,11 @@
-"""The GRPO loop with CAL credit, read top to bottom in :meth:`Trainer.step`:
+"""The GRPO loop with CAL credit. :meth:`Trainer.step` calls its five phases in order, each a public method (so a
+notebook can run one step phase by phase):
 
-    prompts -> rollouts (G samples each) -> rewards -> group advantages -> oracle verdicts for wrong answers
-    -> error spans -> token masks -> token credit -> clipped-surrogate loss (num_iterations passes) -> optimizer step
+    rollout   prompts -> G samples each
+    score     -> rewards -> group advantages
+    localize  -> oracle verdicts for wrong answers -> error quotes -> token masks
+    credit    -> token credit
+    update    -> clipped-surrogate loss (num_iterations passes) -> optimizer step
 
 The trainer holds the state (model, optimizer, step, metrics) and composes the library's pieces; it draws nothing.
 Notebooks and the CLI watch it through ``callbacks``: callables ``f(event, record)`` with ``event`` in
@@ -11,7 +15,7 @@ RNG states and metrics, so a resumed run repeats exactly what an uninterrupted o
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import random
 import shutil
@@ -26,18 +30,19 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, num_zero_spread_groups
+from .checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint
 from .config import GRPOConfig, lr_at_step
-from .credit import token_advantages
+from .credit import CreditStats, token_advantages
 from .data import load_problems
 from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
 from .metrics_log import MetricsLog
 from .policy import load_policy
-from .sampling import greedy_accuracy
-from .rewards import batch_rewards
+from .rewards import RewardBatch, batch_rewards
 from .rollout import Rollout, sample_rollouts, sequence_forward
-from .spans import error_token_masks
+from .sampling import greedy_accuracy
+from .spans import SpanStats, error_token_masks
 
-__all__ = ["Trainer", "TrainResult", "train", "build_oracle", "Callback"]
+__all__ = ["Trainer", "TrainResult", "Scores", "Localization", "train", "build_oracle", "Callback", "TIMING_KEYS"]
 
 Callback = Callable[[str, dict[str, Any]], None]
 TIMING_KEYS = ("time_generation", "time_rewards", "time_oracle", "time_credit", "time_loss", "time_optimizer",
@@ -58,9 +63,26 @@ class TrainResult:
     interrupted: bool = False
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class Scores:
+    """Phase 2 of a step: the rewards of its ``N`` completions and their group advantages."""
+
+    rewards: RewardBatch  # total, correct, formatted: (N,) lists of floats
+    reward: torch.Tensor  # (N,) float32, r_i = rewards.total
+    advantages: torch.Tensor  # (N,) A_i, measured against the completion's own group
+    is_wrong: torch.Tensor  # (N,) bool, the final answer is wrong
+
+
+@dataclass
+class Localization:
+    """Phase 3 of a step: where its wrong answers go wrong, from the oracle's verdicts to token positions."""
+
+    verdicts: list[Any]  # (N,) the oracle's verdict on each wrong answer it judged, None elsewhere
+    quotes: list[tuple[str, int | None] | None]  # (N,) (quote, step) of each localized verdict, None elsewhere
+    error_mask: torch.Tensor  # (N, T) bool, the tokens each quote covers
+    span_stats: SpanStats  # how the quotes mapped to tokens
+    oracle_stats: dict[str, float]  # oracle_calls, _cache_hits, _failures, _unlocalized of this step ({} if none)
+    oracle_time_s: float  # seconds spent asking the oracle
 
 
 class Trainer:
@@ -73,7 +95,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.output_dir = Path(config.output_dir)
-        _seed_everything(config.seed)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
         device = None if config.device == "auto" else config.device
         dtype = None if config.dtype == "auto" else config.dtype
         if model is None:
@@ -81,8 +104,6 @@ class Trainer:
         self.model, self.tokenizer = model, tokenizer
         self.ref_model = None
         if config.beta > 0:  # frozen copy of the starting policy for the KL term
-            import copy
-
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.oracle = oracle if oracle is not None else build_oracle(config)
         self.train_problems = load_problems(config.task, "train", n=config.train_size, seed=config.seed,
@@ -99,85 +120,120 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ one step
     def step(self) -> dict[str, Any]:
-        """One GRPO step; returns its metrics (also logged and sent to the callbacks)."""
-        cfg, tok = self.config, self.tokenizer
+        """One GRPO step, its five phases in order; returns its metrics (also logged and sent to the callbacks).
+
+        ``N = B * G`` completions (``B = prompts_per_step`` prompts, ``G = num_generations`` samples each) of at
+        most ``T`` tokens.
+        """
+        cfg = self.config
         t0 = time.perf_counter()
-        problems = self._problems_for_step(self.step_count)
-        rollout = sample_rollouts(self.model, tok, problems, cfg, seed=cfg.seed * 1_000_003 + self.step_count)
+        rollout = self.rollout()  # N completions, prompt-major
         t1 = time.perf_counter()
-
-        targets = [p.final for p in rollout.problems]  # (N,) one per completion
-        rewards = batch_rewards(rollout.texts, targets, cfg.reward_format, cfg.answer_weight, cfg.format_weight)
-        reward_t = torch.tensor(rewards.total, dtype=torch.float32)  # (N,)
-        seq_adv = group_advantages(reward_t, cfg.num_generations, scale=cfg.scale_rewards)  # (N,)
-        is_wrong = torch.tensor([c == 0.0 for c in rewards.correct])  # (N,)
+        scores = self.score(rollout)  # rewards and group advantages, (N,) each
         t2 = time.perf_counter()
-
-        quotes, oracle_stats = self._oracle_quotes(rollout, is_wrong)
+        located = self.localize(rollout, scores)  # oracle verdicts -> quotes -> error mask (N, T)
         t3 = time.perf_counter()
-
-        error_mask, span_stats = error_token_masks(tok, rollout.completion_ids, rollout.completion_mask, quotes,
-                                                   max_error_span_tokens=cfg.max_error_span_tokens,
-                                                   texts=rollout.texts)  # (N, T)
-        token_adv, credit_stats = token_advantages(seq_adv, rollout.completion_mask, error_mask, is_wrong,
-                                                   cfg.credit_mode, negative_reward=cfg.negative_reward, lam=cfg.lam)
+        token_adv, credit_stats = self.credit(rollout, scores, located)  # (N, T)
         t4 = time.perf_counter()
-
-        lr = lr_at_step(cfg, self.step_count)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        update = self._update(rollout, token_adv)
+        update_metrics = self.update(rollout, token_adv)  # learning rate, loss metrics of the last pass
         t5 = time.perf_counter()
 
         self.step_count += 1
-        lengths = rollout.completion_mask.sum(dim=1).float()
+        reward, lengths = scores.reward, rollout.completion_mask.sum(dim=1).float()  # (N,), (N,)
+        num_prompts = len(rollout.problems) // cfg.num_generations  # B
         record = {
             "kind": "train", "step": self.step_count,
-            "reward_mean": reward_t.mean().item(), "reward_std": reward_t.std().item(),
-            "reward_min": reward_t.min().item(), "reward_max": reward_t.max().item(),
-            "accuracy": statistics.fmean(rewards.correct), "format_rate": statistics.fmean(rewards.formatted),
-            "zero_spread_frac": num_zero_spread_groups(reward_t, cfg.num_generations) / len(problems),
-            "completion_len_mean": lengths.mean().item(), "learning_rate": lr,
-            **update, **oracle_stats,
-            "span_hit_rate": span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
+            "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
+            "reward_min": reward.min().item(), "reward_max": reward.max().item(),
+            "accuracy": statistics.fmean(scores.rewards.correct),
+            "format_rate": statistics.fmean(scores.rewards.formatted),
+            "zero_spread_frac": num_zero_spread_groups(reward, cfg.num_generations) / num_prompts,
+            "completion_len_mean": lengths.mean().item(),
+            **update_metrics, **located.oracle_stats,
+            "span_hit_rate": located.span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
             "error_tokens": credit_stats.num_error_tokens,
-            "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": t3 - t2, "time_credit": t4 - t3,
+            "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": located.oracle_time_s,
+            "time_credit": (t3 - t2 - located.oracle_time_s) + (t4 - t3),  # quotes -> token masks, token credit
             "time_loss": t5 - t4 - self._optimizer_time, "time_optimizer": self._optimizer_time,
             "time_step": t5 - t0,
         }
         self._emit("step", record)
         return record
 
-    def _problems_for_step(self, step: int) -> list:
-        rng = random.Random(f"{self.config.seed}/{step}")
-        return rng.sample(self.train_problems, min(self.config.prompts_per_step, len(self.train_problems)))
+    def rollout(self) -> Rollout:
+        """Phase 1: sample ``G`` completions for each of this step's ``B`` prompts.
 
-    def _oracle_quotes(self, rollout: Rollout, is_wrong: torch.Tensor) -> tuple[list, dict[str, float]]:
-        """(quote, step) of each wrong answer's first error, None elsewhere; plus the oracle's counters."""
-        quotes: list = [None] * len(rollout.texts)
-        if self.config.credit_mode == "sequence" or self.oracle is None:
-            return quotes, {}
-        wrong = [i for i in range(len(quotes)) if is_wrong[i]]
-        items = [(rollout.problems[i].question, rollout.problems[i].answer, rollout.texts[i]) for i in wrong]
-        before = self.oracle.stats.snapshot()
-        verdicts = self.oracle.judge_batch(items) if items else []
-        for i, verdict in zip(wrong, verdicts):
-            if verdict.localized:
-                quotes[i] = (verdict.quote, verdict.step)
-        after = self.oracle.stats.snapshot()
-        return quotes, {f"oracle_{k}": after[k] - before.get(k, 0) for k in ("calls", "cache_hits", "failures",
-                                                                              "unlocalized")}
+        The prompts are drawn from the training problems by ``(seed, step)`` and the sampling is seeded by
+        ``seed * 1_000_003 + step``, so a resumed run samples what an uninterrupted one would have.
+        """
+        problems = self._problems_for_step(self.step_count)
+        return sample_rollouts(self.model, self.tokenizer, problems, self.config,
+                               seed=self.config.seed * 1_000_003 + self.step_count)
 
-    def _update(self, rollout: Rollout, token_adv: torch.Tensor) -> dict[str, float]:
-        """``num_iterations`` optimizer steps on this batch of rollouts; returns the metrics of the last one."""
+    def score(self, rollout: Rollout) -> Scores:
+        """Phase 2: each completion's reward ``r_i`` and its group advantage ``A_i`` (see
+        :func:`calgrpo_lib.advantages.group_advantages`), and which final answers are wrong."""
         cfg = self.config
+        targets = [p.final for p in rollout.problems]  # (N,) one per completion
+        rewards = batch_rewards(rollout.texts, targets, cfg.reward_format, cfg.answer_weight, cfg.format_weight)
+        reward = torch.tensor(rewards.total, dtype=torch.float32)  # (N,)
+        advantages = group_advantages(reward, cfg.num_generations, scale=cfg.scale_rewards)  # (N,)
+        is_wrong = torch.tensor([c == 0.0 for c in rewards.correct])  # (N,) bool
+        return Scores(rewards, reward, advantages, is_wrong)
+
+    def localize(self, rollout: Rollout, scores: Scores) -> Localization:
+        """Phase 3: where each wrong answer goes wrong, as a token mask.
+
+        The oracle judges the wrong answers only (none in credit mode ``sequence``, or without an oracle); a
+        localized verdict gives a ``(quote, step)``, and :func:`calgrpo_lib.spans.error_token_masks` marks the
+        tokens the quote covers. A wrong answer without a mapped quote keeps an all-False row (sequence credit).
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        verdicts: list[Any] = [None] * len(rollout.texts)  # (N,)
+        quotes: list[tuple[str, int | None] | None] = [None] * len(rollout.texts)  # (N,)
+        oracle_stats: dict[str, float] = {}
+        if cfg.credit_mode != "sequence" and self.oracle is not None:
+            wrong = [i for i in range(len(quotes)) if scores.is_wrong[i]]
+            items = [(rollout.problems[i].question, rollout.problems[i].answer, rollout.texts[i]) for i in wrong]
+            before = self.oracle.stats.snapshot()
+            for i, verdict in zip(wrong, self.oracle.judge_batch(items) if items else []):
+                verdicts[i] = verdict
+                if verdict.localized:
+                    quotes[i] = (verdict.quote, verdict.step)
+            after = self.oracle.stats.snapshot()
+            oracle_stats = {f"oracle_{k}": after[k] - before.get(k, 0)
+                            for k in ("calls", "cache_hits", "failures", "unlocalized")}
+        oracle_time = time.perf_counter() - t0
+        error_mask, span_stats = error_token_masks(self.tokenizer, rollout.completion_ids, rollout.completion_mask,
+                                                   quotes, max_error_span_tokens=cfg.max_error_span_tokens,
+                                                   texts=rollout.texts)  # (N, T) bool
+        return Localization(verdicts, quotes, error_mask, span_stats, oracle_stats, oracle_time)
+
+    def credit(self, rollout: Rollout, scores: Scores, located: Localization) -> tuple[torch.Tensor, CreditStats]:
+        """Phase 4: one advantage per token ``A_it`` from the group advantages and the error mask, in
+        ``config.credit_mode`` (see :mod:`calgrpo_lib.credit`); returns ``(A (N, T), CreditStats)``."""
+        cfg = self.config
+        return token_advantages(scores.advantages, rollout.completion_mask, located.error_mask, scores.is_wrong,
+                                cfg.credit_mode, negative_reward=cfg.negative_reward, lam=cfg.lam)  # (N, T)
+
+    def update(self, rollout: Rollout, token_adv: torch.Tensor) -> dict[str, float]:
+        """Phase 5: ``num_iterations`` optimizer steps on this batch, at this step's learning rate.
+
+        Each pass minimises :func:`calgrpo_lib.loss.grpo_loss` (clipped surrogate, KL to the starting policy when
+        ``beta > 0``) with ``token_adv`` ``(N, T)`` as advantages. Returns ``learning_rate`` and the metrics of the
+        last pass (loss, clip fractions, entropy, grad_norm, ...).
+        """
+        cfg = self.config
+        lr = lr_at_step(cfg, self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
                  "completion_mask": rollout.completion_mask, "advantages": token_adv}
-        with torch.no_grad():
-            if cfg.num_iterations > 1:  # the sampling policy, fixed for all passes
-                batch["old_logp"] = self._logprobs(self.model, batch)
-            if self.ref_model is not None:
-                batch["ref_logp"] = self._logprobs(self.ref_model, batch)
+        if cfg.num_iterations > 1:  # the sampling policy, fixed for all passes
+            batch["old_logp"] = self.logprobs(rollout)  # (N, T)
+        if self.ref_model is not None:
+            batch["ref_logp"] = self.logprobs(rollout, self.ref_model)  # (N, T)
         num_tokens = int(rollout.completion_mask.sum().item())
         start = rollout.completion_start
 
@@ -198,16 +254,23 @@ class Trainer:
                                  accumulation="sum" if cfg.loss_type == "dapo" else "mean",
                                  max_grad_norm=cfg.max_grad_norm)
         self.model.eval()
-        return {k: v for k, v in metrics.items() if k != "num_microbatches"}
+        return {"learning_rate": lr, **{k: v for k, v in metrics.items() if k != "num_microbatches"}}
 
-    def _logprobs(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        start, size = batch["input_ids"].shape[1] - batch["completion_mask"].shape[1], self.config.microbatch_size
-        out = []
-        for i in range(0, batch["input_ids"].shape[0], size):
-            ids, mask = batch["input_ids"][i:i + size], batch["attention_mask"][i:i + size]
-            out.append(token_logprobs(sequence_forward(model, ids, mask, start), ids, start,
-                                     temperature=self.config.temperature))
-        return torch.cat(out)
+    def _problems_for_step(self, step: int) -> list:
+        rng = random.Random(f"{self.config.seed}/{step}")
+        return rng.sample(self.train_problems, min(self.config.prompts_per_step, len(self.train_problems)))
+
+    def logprobs(self, rollout: Rollout, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """``log pi(o_it)`` of each sampled completion token under ``model`` (default: the policy being trained),
+        ``(N, T)``, without gradient, ``microbatch_size`` rows at a time."""
+        model = self.model if model is None else model
+        start, size, out = rollout.completion_start, self.config.microbatch_size, []
+        with torch.no_grad():
+            for i in range(0, rollout.input_ids.shape[0], size):
+                ids, mask = rollout.input_ids[i:i + size], rollout.attention_mask[i:i + size]
+                out.append(token_logprobs(sequence_forward(model, ids, mask, start), ids, start,
+                                         temperature=self.config.temperature))
+        return torch.cat(out)  # (N, T)
 
     def _start_optimizer_clock(self, *args: Any) -> None:
         self._optimizer_clock = time.perf_counter()
@@ -236,46 +299,24 @@ class Trainer:
         return self.output_dir / "checkpoints"
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-NNNNNN`` atomically (a temporary folder renamed at the end)."""
-        final = self.checkpoint_root / f"step-{self.step_count:06d}"
-        tmp = self.checkpoint_root / f".tmp-step-{self.step_count:06d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step_count,
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                    "config": self.config.to_dict()}, tmp / "trainer_state.pt")
-        (tmp / "metrics.json").write_text(json.dumps(self.log.records))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return final
+        """Write ``checkpoints/step-NNNNNN`` atomically (see :mod:`calgrpo_lib.checkpoints`)."""
+        return save_checkpoint(self.checkpoint_root, self.step_count, model=self.model, tokenizer=self.tokenizer,
+                               optimizer=self.optimizer, config=self.config.to_dict(), records=self.log.records)
 
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.checkpoint_root.glob("step-*")) if self.checkpoint_root.exists() else []
+        found = checkpoint_folders(self.checkpoint_root)
         return found[-1] if found else None
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore model weights, optimizer, RNG states and step from a checkpoint folder."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        weights = load_file(str(path / "model.safetensors"), device=str(next(self.model.parameters()).device))
-        self.model.load_state_dict(weights, strict=False)
-        if getattr(self.model.config, "tie_word_embeddings", False):
-            self.model.tie_weights()
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        self.step_count = int(state["step"])
+        self.step_count = load_checkpoint(path, self.model, self.optimizer)
         self.log.truncate_after(self.step_count)
 
     def _replace_earlier_run(self) -> None:
         """A new run in a folder that holds an earlier one replaces it: its checkpoints and metrics would otherwise
         mix with this run's (its first evaluation would pass for this run's "before", a later resume would pick up
         its checkpoints). Other files in the folder are left alone."""
-        old = sorted(self.checkpoint_root.glob("step-*")) if self.checkpoint_root.exists() else []
+        old = checkpoint_folders(self.checkpoint_root)
         if not old and not self.log.records:
             return
         checkpoints = f"{len(old)} checkpoint{'' if len(old) == 1 else 's'}"
@@ -336,19 +377,20 @@ def build_oracle(config: GRPOConfig) -> Any:
     Path(cache).parent.mkdir(parents=True, exist_ok=True)
     if config.oracle == "stepcheck":  # exact and fast: no cache needed
         return oracles.StepCheckOracle()
-    run = oracles.OracleConfig(concurrency=config.oracle_concurrency, fallback="stepcheck")
+    run = oracles.OracleConfig(concurrency=config.oracle_concurrency)
+    exact = oracles.StepCheckOracle()  # judges an item whenever a call of the LLM judge fails
     if config.oracle == "gemini":
         kwargs = {"model": config.oracle_model} if config.oracle_model else {}
-        return oracles.GeminiOracle(**kwargs, base_url=config.oracle_base_url, config=run, cache=cache)
+        return oracles.GeminiOracle(**kwargs, base_url=config.oracle_base_url, config=run, cache=cache, fallback=exact)
     if config.oracle == "openai":
         if not config.oracle_model:
             raise ValueError("oracle='openai' needs oracle_model (the served model name, e.g. 'qwen2.5:7b')")
         base = config.oracle_base_url or "http://127.0.0.1:8000/v1"
-        return oracles.OpenAICompatibleOracle(config.oracle_model, base, config=run, cache=cache)
+        return oracles.OpenAICompatibleOracle(config.oracle_model, base, config=run, cache=cache, fallback=exact)
     if not config.oracle_model:
         raise ValueError("oracle='local' needs oracle_model (a hub id or local folder of a causal LM judge)")
     judge, judge_tok = load_policy(config.oracle_model)
-    return oracles.LocalJudgeOracle(judge, judge_tok, config=run, cache=cache)
+    return oracles.LocalJudgeOracle(judge, judge_tok, config=run, cache=cache, fallback=exact)
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:

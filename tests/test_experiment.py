@@ -1,5 +1,6 @@
-"""calgrpo_lib.experiment (notebook 05): summaries of a hand-made results dict, argument checks, the incremental
-results file (a real two-run experiment, then fake trainers that count what is trained), the CLI and the curves."""
+"""calgrpo_lib.experiment (notebook 05), its summaries (calgrpo_lib.tables) and curves (calgrpo_lib.curves):
+summaries of a hand-made results dict, argument checks, the incremental results file (a real two-run experiment,
+then fake trainers that count what is trained), the CLI and the curves."""
 
 import copy
 import json
@@ -8,21 +9,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from calgrpo_lib import experiment
-from calgrpo_lib.experiment import (
-    COST_COLUMNS,
-    describe_results,
-    experiment_config,
-    find_results,
-    load_results,
-    reach_text,
-    run_experiment,
-    steps_to_reach,
-    summary_table,
-    summary_text,
-    target_accuracy,
-)
+from calgrpo_lib.curves import experiment_curves
+from calgrpo_lib.experiment import describe_results, experiment_config, find_results, load_results, run_experiment
+from calgrpo_lib.tables import COST_COLUMNS, reach_text, steps_to_reach, summary_table, summary_text, target_accuracy
 from calgrpo_lib.trainer import TrainResult
-from calgrpo_lib.viz import experiment_curves
 
 TINY = {"max_steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 32, "eval_size": 4,
         "train_size": 32}

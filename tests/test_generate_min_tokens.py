@@ -8,9 +8,9 @@ import torch
 
 from calgrpo_lib.config import GRPOConfig
 from calgrpo_lib.policy import load_policy
-from calgrpo_lib.sampling import _stop_ids, generate
 from calgrpo_lib.rewards import build_prompt
 from calgrpo_lib.rollout import sample_rollouts
+from calgrpo_lib.sampling import _stop_ids, generate
 from calgrpo_lib.tasks import generate_problems
 
 

@@ -23,7 +23,14 @@ from oracle_http import (
 
 pytest.importorskip("google.genai")
 
-from calgrpo_lib.oracle import GeminiOracle, JudgeItem, OracleConfig, ReplyCache, client_library  # noqa: E402
+from calgrpo_lib.oracle import (  # noqa: E402
+    GeminiOracle,
+    JudgeItem,
+    OracleConfig,
+    ReplyCache,
+    StepCheckOracle,
+    client_library,
+)
 
 FAKE_KEY = "AIza" + "FAKE-test-key-do-not-use-0123456789"  # built at run time: no key-shaped literal in the repo
 FAST = OracleConfig(retries=2, backoff_s=0.01, backoff_max_s=0.02, jitter=0.5, timeout_s=5.0, concurrency=4)
@@ -77,7 +84,7 @@ def test_503_is_retried_by_the_sdk_and_counted():
 def test_repeated_5xx_falls_back_and_is_counted(fallback):
     cfg = OracleConfig(retries=2, backoff_s=0.01, backoff_max_s=0.02, timeout_s=5.0, fallback=fallback)
     with ScriptedServer([UNAVAILABLE]) as srv:
-        oracle = _oracle(srv, cfg)
+        oracle = _oracle(srv, cfg, fallback=StepCheckOracle() if fallback == "stepcheck" else None)
         v = oracle.judge_batch(_items(1))[0]
     assert srv.count == 3  # 1 attempt + 2 SDK retries, no second round by the runner
     s = oracle.stats
@@ -127,7 +134,7 @@ def test_quote_absent_from_the_response_is_unlocalized():
 def test_daily_quota_stops_all_further_calls(fallback):
     cfg = OracleConfig(retries=3, backoff_s=0.01, backoff_max_s=0.02, concurrency=1, fallback=fallback)
     with ScriptedServer([Step(429, daily_quota_error())]) as srv:
-        oracle = _oracle(srv, cfg)
+        oracle = _oracle(srv, cfg, fallback=StepCheckOracle() if fallback == "stepcheck" else None)
         first = oracle.judge_batch(_items(5))
         later = oracle.judge(QUESTION, REFERENCE, RESPONSE + " ")
     assert srv.count == 1  # one request; no retry of a daily quota, no call after it

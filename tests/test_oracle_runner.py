@@ -108,7 +108,8 @@ def test_quota_stop_and_resume():
             raise QuotaExhausted("per day")
         return GOOD_REPLY
 
-    oracle = FakeOracle(latency_s=0.0, reply=reply, config=OracleConfig(concurrency=1, fallback="stepcheck"))
+    oracle = FakeOracle(latency_s=0.0, reply=reply, config=OracleConfig(concurrency=1, fallback="stepcheck"),
+                        fallback=StepCheckOracle())
     verdicts = oracle.judge_batch(_items(3))
     assert len(calls) == 1 and oracle.stopped == "quota_exhausted"
     assert {(v.backend, v.fallback_from) for v in verdicts} == {("stepcheck", "quota_exhausted")}

@@ -8,18 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calgrpo_lib.data import load_gsm8k
-from calgrpo_lib.oracle import (
-    JudgeItem,
-    StepCheckOracle,
-    check_solution,
-    corrupt_problems,
-    corrupt_solution,
-    find_claims,
-    find_data_dir,
-    localization_report,
-    oracle_problems,
-)
+from calgrpo_lib.arithmetic import corrupt_problems, corrupt_solution
+from calgrpo_lib.claims import find_claims
+from calgrpo_lib.data import find_data_dir, load_gsm8k, oracle_problems
+from calgrpo_lib.oracle import JudgeItem, StepCheckOracle, check_solution, localization_report
 from calgrpo_lib.steps import split_steps
 from calgrpo_lib.tasks import generate_problems
 

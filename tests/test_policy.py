@@ -10,11 +10,11 @@ import warnings
 import pytest
 import torch
 
+from calgrpo_lib.cli import build_parser, main
 from calgrpo_lib.policy import (
     EOS_TOKEN,
     TINY_DIR,
     load_policy,
-    main,
     pick_device,
     pick_dtype,
 )
@@ -179,17 +179,19 @@ def test_group_stats_counts_groups(tiny):
 
 
 def test_build_cli_takes_none_for_the_task_s_own_hard_carry_share():
-    from calgrpo_lib.policy import _parser
+    def parse(*args):
+        return build_parser().parse_args(["policy", "build", "--out", "x", *args])
 
-    assert _parser().parse_args(["build", "--out", "x", "--hard-carry-share", "none"]).hard_carry_share is None
-    assert _parser().parse_args(["build", "--out", "x", "--hard-carry-share", "0.25"]).hard_carry_share == 0.25
-    assert _parser().parse_args(["build", "--out", "x"]).hard_carry_share == 0.4
+    assert parse("--hard-carry-share", "none").hard_carry_share is None
+    assert parse("--hard-carry-share", "0.25").hard_carry_share == 0.25
+    assert parse().hard_carry_share == 0.4
 
 
 def test_build_cli_is_deterministic_and_loadable(tmp_path):
     shas = []
     for name in ("a", "b"):
-        assert main(["build", "--out", str(tmp_path / name), "--steps", "2", "--batch-size", "4", "--no-eval"]) == 0
+        assert main(["policy", "build", "--out", str(tmp_path / name), "--steps", "2", "--batch-size", "4",
+                     "--no-eval"]) == 0
         shas.append(hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest())
     assert shas[0] == shas[1]
     model, tok = load_policy(tmp_path / "a")
@@ -280,10 +282,11 @@ def test_constant_lr_build_of_k_steps_ends_where_a_longer_build_was_at_step_k():
     from transformers import LlamaForCausalLM
 
     from calgrpo_lib import policy_build as pb
+    from calgrpo_lib.sft_data import encode_examples
 
     problems = generate_problems(24, seed=0, split="train")
     tok = pb.train_tokenizer([build_prompt(p.question) + p.answer for p in problems], vocab_size=400)
-    examples = pb.encode_examples(tok, problems)
+    examples = encode_examples(tok, problems)
 
     def weights_after(steps, at):
         cfg = pb.TinyBuildConfig(steps=steps, batch_size=4, train_problems=24, min_lr_ratio=1.0, warmup=1,
@@ -312,7 +315,7 @@ def test_build_config_rejects_too_few_train_problems():
 
 
 def test_forgotten_carry_shift_is_ten_off_only_where_a_line_carries_or_borrows():
-    from calgrpo_lib.policy_build import forgotten_carry_shift
+    from calgrpo_lib.arithmetic import forgotten_carry_shift
 
     assert forgotten_carry_shift(7, "+", 5) == -10 and forgotten_carry_shift(48, "+", 4) == -10
     assert forgotten_carry_shift(54, "-", 8) == 10
@@ -321,14 +324,11 @@ def test_forgotten_carry_shift_is_ten_off_only_where_a_line_carries_or_borrows()
 
 
 def test_dropped_carry_forgets_every_carry_and_the_checker_points_at_the_first():
+    from calgrpo_lib.arithmetic import forgotten_carry_shift
     from calgrpo_lib.oracle import StepCheckOracle
-    from calgrpo_lib.policy_build import (
-        _misconception_applies,
-        dropped_carry_answer,
-        forgotten_carry_shift,
-        training_answers,
-    )
     from calgrpo_lib.rewards import extract_answer
+    from calgrpo_lib.sft_data import dropped_carry_answer, training_answers
+    from calgrpo_lib.sft_data import misconception_applies as _misconception_applies
 
     def parse(step: str) -> tuple[int, str, int, int]:
         lhs, c = step.split(" = ")
@@ -368,18 +368,19 @@ def test_dropped_carry_forgets_every_carry_and_the_checker_points_at_the_first()
 
 
 def test_build_trains_only_on_problems_where_the_misconception_can_be_written_out():
-    from calgrpo_lib.policy_build import TinyBuildConfig, _misconception_applies, _training_problems
+    from calgrpo_lib.sft_data import misconception_applies as _misconception_applies
+    from calgrpo_lib.sft_data import training_problems
 
-    plain = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.0, hard_carry_share=None))
+    plain = training_problems(300, carry_bug_rate=0.0, hard_carry_share=None)
     assert plain == generate_problems(300, seed=0, split="train")
     assert not all(map(_misconception_applies, plain))  # the task alone draws some that do not fit
-    bugged = _training_problems(300, TinyBuildConfig(carry_bug_rate=0.6, hard_carry_share=None))
+    bugged = training_problems(300, carry_bug_rate=0.6, hard_carry_share=None)
     assert len(bugged) == 300 and all(map(_misconception_applies, bugged))
     assert len({p.question for p in bugged}) == 300
 
 
 def test_carry_kind_names_the_carry_a_line_needs():
-    from calgrpo_lib.policy_build import carry_kind
+    from calgrpo_lib.arithmetic import carry_kind
 
     assert [carry_kind(*x) for x in ((9, "+", 8), (24, "+", 9), (16, "-", 7), (54, "-", 8))] == \
         ["one-digit sum", "two-digit sum", "borrow", "borrow"]
@@ -388,9 +389,17 @@ def test_carry_kind_names_the_carry_a_line_needs():
 
 @pytest.mark.parametrize("share", [0.0, 0.4, 0.75])
 def test_hard_carry_share_sets_the_share_of_problems_with_a_tens_carry_or_a_borrow(share):
-    from calgrpo_lib.policy_build import TinyBuildConfig, _has_hard_carry, _misconception_applies, _training_problems
+    from calgrpo_lib.policy_build import TinyBuildConfig
+    from calgrpo_lib.sft_data import has_hard_carry as _has_hard_carry
+    from calgrpo_lib.sft_data import misconception_applies as _misconception_applies
+    from calgrpo_lib.sft_data import training_problems
 
     cfg = TinyBuildConfig(hard_carry_share=share)
+
+    def _training_problems(n, cfg):
+        return training_problems(n, seed=cfg.seed, task=cfg.task, carry_bug_rate=cfg.carry_bug_rate,
+                                 hard_carry_share=cfg.hard_carry_share)
+
     problems = _training_problems(400, cfg)
     assert len({p.question for p in problems}) == 400 and all(map(_misconception_applies, problems))
     assert sum(map(_has_hard_carry, problems)) == round(400 * share)

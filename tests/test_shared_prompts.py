@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from calgrpo_lib.policy import load_policy
-from calgrpo_lib.sampling import generate, prefill_shared, prompt_groups
 from calgrpo_lib.rewards import build_prompt
 from calgrpo_lib.rollout import sequence_forward
+from calgrpo_lib.sampling import generate, prefill_shared, prompt_groups
 from calgrpo_lib.tasks import generate_problems
 
 
@@ -73,7 +73,7 @@ def test_prefill_shared_runs_each_distinct_prompt_once(tiny, batch):
     finally:
         hook.remove()
     assert seen == [4]  # 4 distinct prompts, not 16 rows
-    assert out.logits.shape[0] == ids.shape[0] and out.past_key_values.get_seq_length() == start
+    assert out.logits.shape[0] == ids.shape[0] and out.cache.get_seq_length() == start
 
 
 def test_sampled_greedy_equals_a_cacheless_argmax_loop(tiny):

@@ -1,15 +1,12 @@
-"""The advantage / aggregation / credit-mode pictures of viz.py (notebook 01)."""
+"""The pictures of notebook 01: advantage and aggregation bars (advantage_plots.py), the credit-mode figure
+(viz.py), and format_table (tables.py)."""
 
 import pytest
 import torch
 
-from calgrpo_lib.viz import (
-    advantage_bars,
-    advantage_widget,
-    aggregation_bars,
-    credit_modes_figure,
-    format_table,
-)
+from calgrpo_lib.advantage_plots import advantage_bars, advantage_widget, aggregation_bars
+from calgrpo_lib.tables import format_table
+from calgrpo_lib.viz import credit_modes_figure
 
 
 def test_format_table_by_hand():

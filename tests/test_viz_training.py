@@ -1,9 +1,9 @@
-"""The training-curve pictures of viz.py (notebook 04): the static figure and the live-plot callback."""
+"""The training curves of curves.py (notebook 04): the static figure and the live-plot callback."""
 
 import pytest
 from matplotlib.figure import Figure
 
-from calgrpo_lib.viz import TRAINING_CURVE_LABELS, TrainingPlot, training_curves
+from calgrpo_lib.curves import TRAINING_CURVE_LABELS, TrainingPlot, training_curves
 
 
 def _train(step: int) -> dict:

@@ -1,49 +1,59 @@
 """The credit-assignment oracle: it points at the first erroneous step of a wrong answer, and quotes it.
 
-Backends (all share the runner in :mod:`.base`: cache, concurrency, timeouts, retries, quota stop, fallback,
-validation, counters):
+Where each concept lives:
 
-- :class:`StepCheckOracle`: exact and offline; re-checks every arithmetic claim and every number used;
-- :class:`GeminiOracle`: Gemini through ``google-genai`` with a JSON reply schema;
-- :class:`OpenAICompatibleOracle`: a vLLM / ollama server behind ``/v1/chat/completions``;
-- :class:`LocalJudgeOracle`: any Hugging Face causal LM;
-- :class:`FakeOracle`: a scripted judge with a fixed latency, for demos and benchmarks.
+- :mod:`.verdict`: what an oracle answers (:class:`JudgeItem`, :class:`Verdict`, :data:`STATUSES`), the judge's
+  JSON reply (:data:`REPLY_SCHEMA`, :func:`parse_reply`, :func:`reply_json`) and the check of a reply against the
+  response (:func:`localize`);
+- :mod:`.runner`: :class:`Oracle`, the base class every backend shares (cache, concurrency, timeouts, retries,
+  quota stop, fallback, validation, counters), its settings :class:`OracleConfig` and the faults a backend raises
+  (:class:`BackendError`, :class:`QuotaExhausted`);
+- :mod:`.cache`: the SQLite cache of replies (:class:`ReplyCache`); :mod:`.stats`: the counters (:class:`OracleStats`);
+- :mod:`.remote`: what the remote judges share: HTTP fault classification (:func:`classify_http`) and API keys
+  (:class:`Secret`, :func:`resolve_api_key`, :func:`redact`);
+- :mod:`.prompt`: the judge prompt and few-shot file, and :class:`PromptedOracle`, the base of the LLM judges;
+- one module per backend: :mod:`.gemini` (:class:`GeminiOracle`, Gemini through ``google-genai`` with a JSON reply
+  schema), :mod:`.openai_compat` (:class:`OpenAICompatibleOracle`, a vLLM / ollama server behind
+  ``/v1/chat/completions``), :mod:`.local` (:class:`LocalJudgeOracle`, any Hugging Face causal LM) and
+  :mod:`.stepcheck`, the offline judges: :class:`StepCheckOracle` (exact; re-checks every arithmetic claim and every
+  number used) and :class:`FakeOracle` (a scripted judge with a fixed latency, for demos and benchmarks);
+- :mod:`.evaluation`: how well an oracle localises errors (:func:`localization_report`, ProcessBench F1).
+
+What the oracles read and are benchmarked on lives in the world layer and is re-exported here: claims in free text
+(:mod:`calgrpo_lib.claims`), injected errors (:func:`calgrpo_lib.arithmetic.corrupt_solution`) and problem sources
+(:func:`calgrpo_lib.data.oracle_problems`).
 
 Typical use::
 
-    oracle = StepCheckOracle()                        # or GeminiOracle(cache="results/cache/oracle.sqlite")
+    oracle = StepCheckOracle()                        # or GeminiOracle(cache="results/cache/oracle.sqlite",
+                                                      #                 fallback=StepCheckOracle())
     verdicts = oracle.judge_batch([(question, reference, response), ...])   # never raises for backend faults
     v = verdicts[0]; v.status, v.step, v.quote, v.span
     oracle.stats                                      # calls, cache hits, retries, failures, latency p50/p95
 """
 
-from .apikey import Secret, redact, resolve_api_key
-from .base import Oracle
+from ..arithmetic import Corruption, corrupt_problems, corrupt_solution
+from ..claims import Claim, find_claims
+from ..data import find_data_dir, oracle_problems
 from .cache import ReplyCache, cache_key
-from .claims import Claim, find_claims
-from .config import FALLBACKS, OracleConfig
-from .corrupt import Corruption, corrupt_problems, corrupt_solution
-from .errors import BackendError, QuotaExhausted, classify_http, is_daily_quota
-from .fake import FakeOracle
+from .evaluation import LocalizationReport, localization_report
 from .gemini import DEFAULT_GEMINI_MODEL, HOW_TO_ENABLE, GeminiOracle, client_library, gemini_key
 from .local import LocalJudgeOracle
-from .metrics import LocalizationReport, localization_report
 from .openai_compat import OpenAICompatibleOracle
-from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, build_prompt, load_fewshot, prompt_version
-from .reply import REPLY_SCHEMA, Reply, ReplyError, parse_reply
-from .sources import find_data_dir, oracle_problems
+from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, PromptedOracle, build_prompt, load_fewshot, prompt_version
+from .remote import Secret, classify_http, is_daily_quota, redact, resolve_api_key
+from .runner import FALLBACKS, BackendError, Oracle, OracleConfig, QuotaExhausted
 from .stats import OracleStats
-from .stepcheck import StepCheckOracle, StepError, check_solution
-from .validate import localize
-from .verdict import STATUSES, JudgeItem, Verdict
+from .stepcheck import FakeOracle, StepCheckOracle, StepError, check_solution
+from .verdict import REPLY_SCHEMA, STATUSES, JudgeItem, Reply, ReplyError, Verdict, localize, parse_reply, reply_json
 
 __all__ = [
     "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES", "OracleStats", "ReplyCache",
     "cache_key", "StepCheckOracle", "StepError", "check_solution", "GeminiOracle", "DEFAULT_GEMINI_MODEL",
     "HOW_TO_ENABLE", "client_library", "gemini_key", "LocalJudgeOracle", "OpenAICompatibleOracle", "FakeOracle",
-    "BackendError", "QuotaExhausted", "classify_http", "is_daily_quota", "TEMPLATE_VERSION", "FewShot",
-    "OraclePrompt", "build_prompt", "load_fewshot", "prompt_version", "REPLY_SCHEMA", "Reply", "ReplyError",
-    "parse_reply", "localize", "Corruption", "corrupt_solution", "corrupt_problems", "LocalizationReport",
-    "localization_report", "find_data_dir", "oracle_problems", "Claim", "find_claims", "Secret", "redact",
-    "resolve_api_key",
+    "PromptedOracle", "BackendError", "QuotaExhausted", "classify_http", "is_daily_quota", "TEMPLATE_VERSION",
+    "FewShot", "OraclePrompt", "build_prompt", "load_fewshot", "prompt_version", "REPLY_SCHEMA", "Reply",
+    "ReplyError", "parse_reply", "reply_json", "localize", "Corruption", "corrupt_solution", "corrupt_problems",
+    "LocalizationReport", "localization_report", "find_data_dir", "oracle_problems", "Claim", "find_claims", "Secret",
+    "redact", "resolve_api_key",
 ]

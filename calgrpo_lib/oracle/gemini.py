@@ -22,13 +22,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .apikey import Secret, redact, resolve_api_key
 from .cache import ReplyCache
-from .config import OracleConfig
-from .errors import BackendError, classify_http
-from .llm import PromptedOracle
-from .prompt import FewShot, OraclePrompt
-from .reply import REPLY_SCHEMA
+from .prompt import FewShot, OraclePrompt, PromptedOracle
+from .remote import Secret, classify_http, redact, resolve_api_key
+from .runner import BackendError, Oracle, OracleConfig
+from .verdict import REPLY_SCHEMA
 
 __all__ = ["GeminiOracle", "client_library", "gemini_key", "DEFAULT_GEMINI_MODEL", "KEY_NAMES", "HOW_TO_ENABLE"]
 
@@ -75,8 +73,8 @@ class GeminiOracle(PromptedOracle):
                  api_version: str | None = None, temperature: float = 0.0, thinking_budget: int | None = None,
                  dotenv: str | os.PathLike | None = None, library: str | None = None,
                  fewshot: FewShot | str | os.PathLike | None = None, config: OracleConfig | None = None,
-                 cache: ReplyCache | str | Path | None = None) -> None:
-        super().__init__(fewshot=fewshot, config=config, cache=cache)
+                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
+        super().__init__(fewshot=fewshot, config=config, cache=cache, fallback=fallback)
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model={model!r}; allowed: a Gemini model id such as {DEFAULT_GEMINI_MODEL!r}")
         self._model = model

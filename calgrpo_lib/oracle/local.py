@@ -16,9 +16,8 @@ from typing import Any
 
 from ..validation import check_int
 from .cache import ReplyCache
-from .config import OracleConfig
-from .llm import PromptedOracle
-from .prompt import FewShot, OraclePrompt
+from .prompt import FewShot, OraclePrompt, PromptedOracle
+from .runner import Oracle, OracleConfig
 
 __all__ = ["LocalJudgeOracle"]
 
@@ -30,9 +29,9 @@ class LocalJudgeOracle(PromptedOracle):
 
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str | None = None, max_new_tokens: int = 160,
                  fewshot: FewShot | str | os.PathLike | None = None, config: OracleConfig | None = None,
-                 cache: ReplyCache | str | Path | None = None) -> None:
+                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
         super().__init__(fewshot=fewshot, config=config if config is not None else OracleConfig(concurrency=1),
-                         cache=cache)
+                         cache=cache, fallback=fallback)
         check_int("max_new_tokens", max_new_tokens, 1, 4096)
         if not callable(getattr(model, "generate", None)):
             raise TypeError(f"model has type {type(model).__name__}; allowed: a transformers model with .generate")

@@ -15,13 +15,11 @@ import os
 from pathlib import Path
 
 from ..validation import check_choice, check_int
-from .apikey import Secret, redact, resolve_api_key
 from .cache import ReplyCache
-from .config import OracleConfig
-from .errors import BackendError, classify_http
-from .llm import PromptedOracle
-from .prompt import FewShot, OraclePrompt
-from .reply import REPLY_SCHEMA
+from .prompt import FewShot, OraclePrompt, PromptedOracle
+from .remote import Secret, classify_http, redact, resolve_api_key
+from .runner import BackendError, Oracle, OracleConfig
+from .verdict import REPLY_SCHEMA
 
 __all__ = ["OpenAICompatibleOracle", "RESPONSE_FORMATS"]
 
@@ -36,8 +34,9 @@ class OpenAICompatibleOracle(PromptedOracle):
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", *, api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", response_format: str | None = "json_schema",
                  temperature: float = 0.0, max_tokens: int = 512, fewshot: FewShot | str | os.PathLike | None = None,
-                 config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None) -> None:
-        super().__init__(fewshot=fewshot, config=config, cache=cache)
+                 config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None,
+                 fallback: Oracle | None = None) -> None:
+        super().__init__(fewshot=fewshot, config=config, cache=cache, fallback=fallback)
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model={model!r}; allowed: the model name the server serves, e.g. 'qwen2.5:7b'")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):

@@ -1,4 +1,5 @@
-"""The judge prompt: instructions, few-shot examples from a JSON file, and the item to judge.
+"""The judge prompt (instructions, few-shot examples from a JSON file, the item to judge) and
+:class:`PromptedOracle`, the base of the LLM judges, which builds it; a subclass sends it.
 
 The candidate response is shown as numbered steps (``[0] ...``, ``[1] ...``, the numbering of
 :func:`calgrpo_lib.steps.numbered_steps`), so the judge answers with a step number and an exact quote, the
@@ -9,6 +10,9 @@ Few-shot examples live in ``fewshot.json`` next to this file (pass ``path`` for 
 validated on load: each ``error_segment`` must be an exact substring of its ``solution`` and lie in step
 ``error_step``. :func:`prompt_version` combines :data:`TEMPLATE_VERSION` with a hash of the examples; it is part of
 every cache key, so editing the template or the examples never returns stale cached verdicts.
+
+LLM judges subclass :class:`PromptedOracle` and implement ``_generate(prompt, timeout_s) -> str`` (the model's raw
+reply text).
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..steps import numbered_steps, split_steps
-from .reply import reply_json
-from .verdict import JudgeItem
+from .cache import ReplyCache
+from .runner import Oracle, OracleConfig
+from .verdict import JudgeItem, reply_json
 
 __all__ = ["TEMPLATE_VERSION", "FewShotExample", "FewShot", "load_fewshot", "OraclePrompt", "build_prompt",
-           "prompt_version", "DEFAULT_FEWSHOT"]
+           "prompt_version", "DEFAULT_FEWSHOT", "PromptedOracle"]
 
 TEMPLATE_VERSION = "cal-prompt-1"
 DEFAULT_FEWSHOT = Path(__file__).with_name("fewshot.json")
@@ -131,3 +137,27 @@ def build_prompt(item: JudgeItem, fewshot: FewShot | None = None) -> OraclePromp
                      f"{reply_json(ex.error_step, ex.error_segment, ex.reason)}")
     parts.append(f"### Your task\n{_block(item.question, item.reference, item.response)}\n\nReply:")
     return OraclePrompt(SYSTEM, "\n\n".join(parts))
+
+
+class PromptedOracle(Oracle):
+    """An oracle that asks a language model through :func:`build_prompt` and parses its JSON reply."""
+
+    def __init__(self, *, fewshot: FewShot | str | os.PathLike | None = None, config: OracleConfig | None = None,
+                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
+        super().__init__(config=config, cache=cache, fallback=fallback)
+        self.fewshot = fewshot if isinstance(fewshot, FewShot) else load_fewshot(fewshot)
+
+    @property
+    def prompt_version(self) -> str:
+        return prompt_version(self.fewshot)
+
+    def prompt(self, item: JudgeItem) -> OraclePrompt:
+        """The prompt this oracle sends for ``item``."""
+        return build_prompt(item, self.fewshot)
+
+    @abstractmethod
+    def _generate(self, prompt: OraclePrompt, timeout_s: float) -> str:
+        """Send ``prompt``; return the raw reply text or raise :class:`BackendError`."""
+
+    def _call(self, item: JudgeItem, timeout_s: float) -> str:
+        return self._generate(self.prompt(item), timeout_s)

@@ -1,37 +1,44 @@
-"""An exact, offline oracle: :class:`StepCheckOracle` re-checks every arithmetic claim of a response.
+"""The offline judges: :class:`StepCheckOracle`, exact, re-checks every arithmetic claim of a response;
+:class:`FakeOracle`, a scripted stand-in for a remote judge, answers like it after a fixed latency.
 
 Walking the steps of ``split_steps(response)`` in order, the first step is flagged that
 
 1. uses a number (an operand of a claim) that is neither stated in the question (digits, words, simple percentage
-   and fraction forms, see :mod:`.grounding`), nor an everyday constant, nor derived by an earlier claim, nor
+   and fraction forms, see :mod:`calgrpo_lib.grounding`), nor an everyday constant, nor derived by an earlier claim, nor
    (with ``reference_numbers=True``) a number of the reference solution: the quote is that number, or its
    equation when the number occurs twice in the step;
-2. makes a claim whose arithmetic is wrong (:mod:`.claims`): the quote is the equation, e.g.
+2. makes a claim whose arithmetic is wrong (:mod:`calgrpo_lib.claims`): the quote is the equation, e.g.
    ``48/2 = <<48/2=25>>25``;
 3. ends with ``#### n`` where ``n`` is not the last derived value (nor any value stated or derived before, as
    GSM8K solutions sometimes finish in words): the quote is that line.
 
 It cannot see a wrong choice of operation with right arithmetic on stated numbers, or reasoning with no
 equations; it then answers "no error" (which validation turns into ``unlocalized`` when the final answer is wrong).
+
+:class:`FakeOracle` waits ``latency_s`` per call (like a remote API) and answers with ``reply(item)``; by default
+the reply of a :class:`StepCheckOracle`, so its verdicts are meaningful. ``backend_calls`` counts the calls that
+reached it. Pass a ``reply`` function to script a judge that paraphrases, hallucinates or obeys a prompt injection.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..arithmetic import close_enough, parse_value
+from ..claims import Claim, Number, find_claims
+from ..grounding import CONSTANTS, NumberPool, stated_numbers
 from ..rewards import extract_answer, parse_number
 from ..steps import Step, split_steps
-from .base import Oracle
 from .cache import ReplyCache
-from .claims import Claim, Number, close_enough, find_claims, parse_value
-from .config import OracleConfig
-from .grounding import CONSTANTS, NumberPool, stated_numbers
-from .reply import reply_json
-from .verdict import JudgeItem
+from .runner import Oracle, OracleConfig
+from .verdict import JudgeItem, reply_json
 
-__all__ = ["StepCheckOracle", "StepError", "check_solution"]
+__all__ = ["StepCheckOracle", "StepError", "check_solution", "FakeOracle"]
 
 _FINAL = re.compile(r"^####\s*(\S.*?)\s*$")
 
@@ -113,8 +120,8 @@ class StepCheckOracle(Oracle):
     inline = True
 
     def __init__(self, *, reference_numbers: bool = True, config: OracleConfig | None = None,
-                 cache: ReplyCache | str | Path | None = None) -> None:
-        super().__init__(config=config, cache=cache)
+                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
+        super().__init__(config=config, cache=cache, fallback=fallback)
         if not isinstance(reference_numbers, bool):
             raise TypeError(f"reference_numbers={reference_numbers!r}; allowed: True or False")
         self.reference_numbers = reference_numbers
@@ -131,8 +138,46 @@ class StepCheckOracle(Oracle):
         """The raw :class:`StepError` for ``item`` (before the reply/validation layer)."""
         return check_solution(item.question, item.reference, item.response, reference_numbers=self.reference_numbers)
 
-    def _call(self, item: JudgeItem, timeout_s: float) -> str:
+    def reply_text(self, item: JudgeItem) -> str:
+        """The reply a judge should give for ``item``, as JSON text (:func:`~calgrpo_lib.oracle.verdict.reply_json`):
+        the first error's step, its quote and the reason, or step -1 when every calculation checks out."""
         err = self.check(item)
         if err is None:
             return reply_json(-1, "", "every calculation checks out")
         return reply_json(err.step, item.response[err.start:err.end], err.reason)
+
+    def _call(self, item: JudgeItem, timeout_s: float) -> str:
+        return self.reply_text(item)
+
+
+class FakeOracle(Oracle):
+    """A scripted judge with a fixed latency (see the module docstring).
+
+    ``reply(item)`` gives the raw reply text (or raises :class:`BackendError`); default: the step checker's."""
+
+    backend = "fake"
+
+    def __init__(self, latency_s: float = 0.2, reply: Callable[[JudgeItem], str] | None = None, *,
+                 name: str = "fake-judge", config: OracleConfig | None = None,
+                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
+        super().__init__(config=config, cache=cache, fallback=fallback)
+        if isinstance(latency_s, bool) or not isinstance(latency_s, (int, float)) or latency_s < 0:
+            raise ValueError(f"latency_s={latency_s!r}; allowed: a number >= 0")
+        self.latency_s = float(latency_s)
+        self.name = name
+        self._reply = reply
+        self._lock = threading.Lock()
+        self.backend_calls = 0
+        self._stepcheck = StepCheckOracle() if reply is None else None
+
+    @property
+    def model(self) -> str:
+        return self.name
+
+    def _call(self, item: JudgeItem, timeout_s: float) -> str:
+        with self._lock:
+            self.backend_calls += 1
+        time.sleep(self.latency_s)
+        if self._reply is not None:
+            return self._reply(item)
+        return self._stepcheck.reply_text(item)

@@ -2,7 +2,7 @@
 simple percentage and fraction forms of them, and everyday constants (minutes per hour, days per week, ...).
 
 :func:`stated_numbers` reads a text; :class:`NumberPool` answers "was this value stated or derived?" with the
-rounding tolerance of :func:`calgrpo_lib.oracle.claims.close_enough`.
+rounding tolerance of :func:`calgrpo_lib.arithmetic.close_enough`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import math
 import re
 from collections.abc import Iterable
 
-from .claims import close_enough, find_numbers
+from .arithmetic import close_enough
+from .claims import find_numbers
 
 __all__ = ["stated_numbers", "NumberPool", "CONSTANTS"]
 

@@ -1,24 +1,25 @@
-"""Arithmetic claims in free text, with exact character offsets: the raw material of :class:`StepCheckOracle`.
+"""Arithmetic claims in free text, with exact character offsets: what the step checker
+(:class:`calgrpo_lib.oracle.StepCheckOracle`) re-checks.
 
 A *claim* is an equality the text asserts: a GSM8K calculator annotation ``<<48/2=24>>24``, a plain equation
 ``16 - 3 - 4 = 9`` or ``9 * 2 = $18``, a chain ``60/2 = 30*3 = 90``, or LaTeX ``\\(120 \\times 3/4 = 90\\)``.
 Operators ``+ - * / ^``, ``x``/``×``/``\\times``/``\\cdot``, ``÷``/``\\div`` and ``\\frac{a}{b}`` are understood;
 numbers may carry thousands commas, ``$`` and ``%`` (a percentage is read both as ``p`` and ``p/100``; either
-reading may make a claim hold). Each claim is re-evaluated exactly; a claimed result that has ``d`` decimals is
-accepted when it is within ``10**-d`` of the true value (GSM8K rounds and truncates: ``100/3 = 33.33``,
-``25/6 = 4`` boxes), so a wrong result is off by at least one unit of its last digit.
+reading may make a claim hold). Each claim is re-evaluated exactly (:mod:`calgrpo_lib.arithmetic` evaluates and
+compares); a claimed result that has ``d`` decimals is accepted when it is within ``10**-d`` of the true value
+(GSM8K rounds and truncates: ``100/3 = 33.33``, ``25/6 = 4`` boxes), so a wrong result is off by at least one unit
+of its last digit.
 """
 
 from __future__ import annotations
 
-import ast
 import itertools
-import math
-import operator
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["Number", "Claim", "find_claims", "find_numbers", "parse_value", "evaluate", "close_enough"]
+from .arithmetic import close_enough, evaluate, parse_value
+
+__all__ = ["Number", "Claim", "find_claims", "find_numbers"]
 
 _NUM = r"(?:\\?\$\s?)?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s?\\?%)?|(?:\\?\$)?\.\d+(?:\\?%)?"
 _TOKEN = re.compile(rf"""
@@ -33,8 +34,6 @@ _TOKEN = re.compile(rf"""
 """, re.VERBOSE)
 _OPS = {"+": "+", "-": "-", "−": "-", "*": "*", "x": "*", "X": "*", "×": "*", "·": "*", "\\times": "*",
         "\\cdot": "*", "/": "/", "÷": "/", "\\div": "/", "^": "**"}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.Pow: operator.pow}
 
 
 @dataclass(frozen=True)
@@ -69,51 +68,6 @@ class _Tok:
     end: int
     value: float | None = None
     percent: bool = False
-
-
-def parse_value(text: str) -> tuple[float, bool] | None:
-    """``(value, is_percent)`` of a number as written (``$1,200.50``, ``15%``, ``\\$3``), or ``None``."""
-    t = text.replace("\\", "").replace("$", "").replace(",", "").replace(" ", "")
-    pct = t.endswith("%")
-    try:
-        v = float(t.rstrip("%"))
-    except ValueError:
-        return None
-    return (v, pct) if math.isfinite(v) else None
-
-
-def _safe_eval(node: ast.AST) -> float:
-    if isinstance(node, ast.Expression):
-        return _safe_eval(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _safe_eval(node.operand)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
-        a, b = _safe_eval(node.left), _safe_eval(node.right)
-        if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 1e6):
-            raise ValueError("power too large")
-        return _BIN[type(node.op)](a, b)
-    raise ValueError(f"not arithmetic: {type(node).__name__}")
-
-
-def evaluate(expr: str) -> float | None:
-    """The value of a plain arithmetic expression (``+ - * / **``, parentheses), or ``None``."""
-    try:
-        v = _safe_eval(ast.parse(expr, mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def close_enough(claimed: float, claimed_text: str, true: float) -> bool:
-    """Whether a result written as ``claimed_text`` is a correct (possibly rounded or truncated) ``true`` value."""
-    if math.isclose(claimed, true, rel_tol=1e-6, abs_tol=1e-9):
-        return True
-    m = re.search(r"\.(\d+)", claimed_text)
-    decimals = len(m.group(1)) if m else 0
-    return abs(claimed - true) < 10.0 ** -decimals - 1e-9
 
 
 def _tokens(text: str, offset: int = 0) -> list[_Tok]:

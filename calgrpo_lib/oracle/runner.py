@@ -1,4 +1,5 @@
-"""The oracle runner: :class:`Oracle`, the base class of every backend.
+"""The oracle runner: :class:`Oracle`, the base class of every backend, its settings (:class:`OracleConfig`) and
+the faults a backend raises (:class:`BackendError`, :class:`QuotaExhausted`).
 
 A backend implements one method, ``_call(item, timeout_s) -> str``, returning the judge's raw reply (JSON text)
 or raising :class:`BackendError`. Everything else happens here, the same way for every backend:
@@ -10,11 +11,14 @@ or raising :class:`BackendError`. Everything else happens here, the same way for
    batch does not wait for it (a late reply still goes into the cache);
 4. **retries**: retryable faults are tried again with exponential backoff and jitter;
 5. **quota**: a daily-quota error stops every later call to this oracle (until :meth:`Oracle.resume`);
-6. **fallback**: a failed call gives a ``failed`` verdict or the :class:`StepCheckOracle` verdict;
+6. **fallback**: a failed call gives the verdict of the oracle's ``fallback`` oracle (typically the offline
+   ``StepCheckOracle()``, handed in by whoever builds the oracle), else a ``failed`` verdict;
 7. **validation**: the reply is parsed and its quote located in the response (:func:`localize`);
 8. **counting**: every outcome goes into :class:`OracleStats`.
 
-:meth:`Oracle.judge_batch` (the call training uses) never raises for a backend fault.
+:meth:`Oracle.judge_batch` (the call training uses) never raises for a backend fault. A backend raises
+:class:`BackendError` with a short ``cause`` (the key under which :class:`OracleStats` counts it) and ``retryable``
+(whether the runner may try again); :class:`QuotaExhausted` stops all further calls to that backend.
 """
 
 from __future__ import annotations
@@ -27,41 +31,103 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..validation import check_choice, check_float, check_int
 from .cache import ReplyCache, cache_key
-from .config import OracleConfig
-from .errors import BackendError, QuotaExhausted
-from .reply import ReplyError, parse_reply
 from .stats import OracleStats
-from .validate import localize
-from .verdict import JudgeItem, Verdict, as_item
+from .verdict import JudgeItem, ReplyError, Verdict, as_item, localize, parse_reply
 
-__all__ = ["Oracle"]
+__all__ = ["Oracle", "OracleConfig", "FALLBACKS", "BackendError", "QuotaExhausted"]
 
 log = logging.getLogger("calgrpo.oracle")
 log.addHandler(logging.NullHandler())  # a library: failures are counted in OracleStats; logging is the app's choice
 _POLL_S = 0.05
+FALLBACKS = ("sequence", "stepcheck")
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """How an oracle runs a batch.
+
+    - ``concurrency``: backend calls in flight at once (a thread pool), 1-256;
+    - ``timeout_s``: wall-clock limit of one call, retries included; the call then fails with cause ``timeout``;
+    - ``retries``: extra attempts after a retryable fault (408, 429 that is not a daily quota, 5xx, network);
+      waits grow as ``backoff_s * 2**k`` (capped at ``backoff_max_s``) times a random factor in ``[1, 1+jitter]``;
+    - ``fallback``: what a failed call returns: ``"sequence"`` a ``failed`` verdict (training uses sequence-level
+      credit for that response) unless the oracle was built with a ``fallback`` oracle, whose verdict it then
+      returns; ``"stepcheck"`` insists on one: the oracle must be built with ``fallback=StepCheckOracle()`` (or
+      another oracle), else it raises ``ValueError``;
+    - ``fuzzy_threshold``: minimum similarity (0-100) for a quote matched approximately.
+    """
+
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    jitter: float = 0.5
+    fallback: str = "sequence"
+    fuzzy_threshold: float = 85.0
+
+    def __post_init__(self) -> None:
+        check_int("concurrency", self.concurrency, 1, 256)
+        check_float("timeout_s", self.timeout_s, 0.0, None, low_open=True)
+        check_int("retries", self.retries, 0, 20)
+        check_float("backoff_s", self.backoff_s, 0.0)
+        check_float("backoff_max_s", self.backoff_max_s, self.backoff_s)
+        check_float("jitter", self.jitter, 0.0, 1.0)
+        check_choice("fallback", self.fallback, FALLBACKS)
+        check_float("fuzzy_threshold", self.fuzzy_threshold, 0.0, 100.0)
+
+
+class BackendError(Exception):
+    """A call to a judge backend failed. ``cause`` is a short label such as ``http_503`` or ``timeout``."""
+
+    def __init__(self, cause: str, message: str = "", *, retryable: bool = False, status: int | None = None,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(f"{cause}: {message}" if message else cause)
+        self.cause = cause
+        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class QuotaExhausted(BackendError):
+    """The backend's daily quota is used up: no call to it can succeed before the quota resets."""
+
+    def __init__(self, message: str = "", status: int | None = 429) -> None:
+        super().__init__("quota_exhausted", message, retryable=False, status=status)
 
 
 class Oracle(ABC):
-    """Base class of the credit-assignment oracles (see the module docstring for what it does around a call)."""
+    """Base class of the credit-assignment oracles (see the module docstring for what it does around a call).
+
+    ``fallback``, when given, is the oracle that judges an item whenever a call of this one fails (its verdict
+    carries ``fallback_from``, the cause of the failure, and counts in ``stats.fallbacks``)."""
 
     backend: str = "base"
     inline: bool = False  # True for cheap local backends: run in the caller's thread, no pool, no timeout
 
-    def __init__(self, *, config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None) -> None:
+    def __init__(self, *, config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None,
+                 fallback: Oracle | None = None) -> None:
         self.config = config if config is not None else OracleConfig()
         if not isinstance(self.config, OracleConfig):
             raise TypeError(f"config has type {type(self.config).__name__}; allowed: OracleConfig or None")
         self.cache = ReplyCache(cache) if isinstance(cache, (str, Path)) else cache
         if self.cache is not None and not isinstance(self.cache, ReplyCache):
             raise TypeError(f"cache has type {type(self.cache).__name__}; allowed: ReplyCache, a path, or None")
+        if fallback is not None and not isinstance(fallback, Oracle):
+            raise TypeError(f"fallback has type {type(fallback).__name__}; allowed: an Oracle (e.g. StepCheckOracle()) "
+                            "or None")
+        if fallback is None and self.config.fallback == "stepcheck":
+            raise ValueError("config.fallback='stepcheck' but no fallback oracle was given; allowed: pass "
+                             "fallback=StepCheckOracle(), or config.fallback='sequence'")
+        self.fallback = fallback  # the oracle that judges an item when a call of this one fails, or None
         self.stats = OracleStats()
         self.stopped: str = ""  # the cause that stopped all calls (e.g. "quota_exhausted"), or ""
         self._rng = random.Random()
-        self._fallback_oracle: Oracle | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -156,13 +222,9 @@ class Oracle(ABC):
     def _outcome(self, item: JudgeItem, result: str | BackendError, cached: bool) -> Verdict:
         if isinstance(result, str):
             return self._verdict(item, result, cached)
-        if self.config.fallback == "stepcheck":
+        if self.fallback is not None:
             self.stats.add("fallbacks")
-            if self._fallback_oracle is None:
-                from .stepcheck import StepCheckOracle
-
-                self._fallback_oracle = StepCheckOracle(config=replace(self.config, fallback="sequence"))
-            return replace(self._fallback_oracle.judge_batch([item])[0], fallback_from=result.cause)
+            return replace(self.fallback.judge_batch([item])[0], fallback_from=result.cause)
         return Verdict("failed", cause=result.cause, backend=self.backend, model=self.model)
 
     def _backoff_s(self, attempt: int, hint: float | None) -> float:

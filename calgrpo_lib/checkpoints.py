@@ -1,0 +1,64 @@
+"""Checkpoints of a training run: one folder per step, ``<root>/step-NNNNNN``, written atomically.
+
+A checkpoint holds what a resumed run needs to repeat exactly what an uninterrupted one would have done: the model
+and tokenizer (``save_pretrained``), ``trainer_state.pt`` (optimizer state, step, the torch and Python RNG states,
+the config) and ``metrics.json`` (the run's records so far). It is written into a temporary folder that is renamed
+at the end, so a run killed while writing keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["checkpoint_folders", "save_checkpoint", "load_checkpoint"]
+
+
+def checkpoint_folders(root: str | os.PathLike) -> list[Path]:
+    """The checkpoint folders under ``root``, oldest step first (none when ``root`` does not exist)."""
+    root = Path(root)
+    return sorted(root.glob("step-*")) if root.exists() else []
+
+
+def save_checkpoint(root: str | os.PathLike, step: int, *, model: Any, tokenizer: Any,
+                    optimizer: torch.optim.Optimizer, config: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+    """Write ``<root>/step-NNNNNN`` (replacing one of the same step) and return it.
+
+    The current RNG states are stored with it, so call this right after the step it records.
+    """
+    root = Path(root)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(), "config": config}, tmp / "trainer_state.pt")
+    (tmp / "metrics.json").write_text(json.dumps(records))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.Optimizer) -> int:
+    """Restore the model weights, the optimizer and the RNG states of the checkpoint folder ``path``; return its
+    step."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    weights = load_file(str(path / "model.safetensors"), device=str(next(model.parameters()).device))
+    model.load_state_dict(weights, strict=False)
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return int(state["step"])
