@@ -3,13 +3,15 @@
 A checkpoint holds what a resumed run needs to repeat exactly what an uninterrupted one would have done: the model
 and tokenizer (``save_pretrained``), ``trainer_state.pt`` (optimizer state, step, the torch and Python RNG states,
 the config) and ``metrics.json`` (the run's records so far). It is written into a temporary folder that is renamed
-at the end, so a run killed while writing keeps its previous checkpoint.
+at the end, so a run killed while writing keeps its previous checkpoint. ``trainer_state.pt`` holds tensors and plain
+values only and is read with ``torch.load(weights_only=True)``: a crafted file cannot run code when a run resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -53,7 +55,13 @@ def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.
     from safetensors.torch import load_file
 
     path = Path(path)
-    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    state_file = path / "trainer_state.pt"
+    try:  # weights_only: tensors and plain containers only; a pickle that asks to run code is refused, not run
+        state = torch.load(state_file, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"checkpoint file {os.fspath(state_file)!r} holds more than tensors and plain values (a "
+                         f"pickle that would run code when loaded); it was not loaded. Allowed: a trainer_state.pt "
+                         f"written by save_checkpoint. {err}") from None
     weights = load_file(str(path / "model.safetensors"), device=str(next(model.parameters()).device))
     model.load_state_dict(weights, strict=False)
     if getattr(model.config, "tie_word_embeddings", False):

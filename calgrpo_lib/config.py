@@ -124,6 +124,9 @@ class GRPOConfig:
         check_int("eval_every", self.eval_every, 0, None)
         check_int("save_every", self.save_every, 0, None)
         check_type("output_dir", self.output_dir, str)
+        if self.output_dir.strip() in ("", ".", "./", ".\\"):  # a new run would replace the runs of the current folder
+            raise ValueError(f"output_dir={self.output_dir!r} is empty or the current folder; allowed: a folder of its "
+                             "own for the run, e.g. 'runs/tiny'")
         check_type("resume", self.resume, bool)
         check_int("seed", self.seed, 0, None)
         check_choice("device", self.device, DEVICES)

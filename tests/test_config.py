@@ -19,6 +19,8 @@ from calgrpo_lib.credit import CREDIT_MODES
     ("loss_type", "ppo", "'grpo', 'dr_grpo', 'dapo', 'bnpo'"),
     ("learning_rate", float("nan"), "a number > 0"),
     ("lr_scheduler_type", "step", "'constant', 'linear', 'cosine'"),
+    ("output_dir", "", "a folder of its own for the run"),  # '' resolved to '.', whose checkpoints a new run deleted
+    ("output_dir", ".", "a folder of its own for the run"),
 ])
 def test_bad_values_name_field_value_and_allowed(field, value, allowed):
     with pytest.raises((ValueError, TypeError)) as info:
