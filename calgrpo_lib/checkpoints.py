@@ -32,12 +32,14 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, model: Any, tokenizer
                     optimizer: torch.optim.Optimizer, config: dict[str, Any], records: list[dict[str, Any]]) -> Path:
     """Write ``<root>/step-NNNNNN`` (replacing one of the same step) and return it.
 
-    The current RNG states are stored with it, so call this right after the step it records.
+    The current RNG states are stored with it, so call this right after the step it records. Temporary folders that
+    a run killed while writing left behind (``.tmp-step-*``) are removed first.
     """
     root = Path(root)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for left in root.glob(".tmp-step-*"):  # this one from an earlier try, or others a killed run left behind
+        shutil.rmtree(left, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -84,6 +84,11 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         check_type("model", self.model, str)
+        if not self.model.strip():
+            raise ValueError(f"model={self.model!r} is empty; allowed: 'tiny', a hub id or a local model folder")
+        for name in ("data_path", "oracle_model", "oracle_base_url", "oracle_cache"):
+            check_type(name, getattr(self, name), (str, type(None)))
+        check_type("extra", self.extra, dict)
         check_choice("task", self.task, ("synthetic", "gsm8k"))
         check_choice("prompt_style", self.prompt_style, ("plain", "r1_zero", "chat"))
         check_choice("reward_format", self.reward_format, ("gsm8k", "r1"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,7 @@ class MetricsLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.folder / "metrics.jsonl"
         self.csv = self.folder / "metrics.csv"
-        self.records: list[dict[str, Any]] = []
-        if self.jsonl.exists():
-            with open(self.jsonl, encoding="utf-8") as f:
-                self.records = [json.loads(line) for line in f if line.strip()]
+        self.records: list[dict[str, Any]] = self._read_jsonl() if self.jsonl.exists() else []
         self._tb = self._wandb = None
         if tensorboard:
             try:
@@ -42,6 +40,26 @@ class MetricsLog:
                 self._wandb = wandb.init(project=os.environ["WANDB_PROJECT"], dir=str(self.folder), resume="allow")
             except Exception:
                 self._wandb = None
+
+    def _read_jsonl(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``. A last line cut short (a run killed while writing it) is dropped with a
+        warning, and the file rewritten without it; an unreadable line before the last raises, naming it."""
+        lines = self.jsonl.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if any(rest.strip() for rest in lines[number:]):
+                    raise ValueError(f"{os.fspath(self.jsonl)!r} line {number} is not a JSON record ({err}); allowed: "
+                                     "one JSON object per line, as MetricsLog writes them") from None
+                warnings.warn(f"{os.fspath(self.jsonl)!r}: its last line ({number}) is cut short, as by a run killed "
+                              f"while writing it; dropped ({len(records)} records kept)", UserWarning, stacklevel=3)
+                with open(self.jsonl, "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in records)
+        return records
 
     def log(self, record: dict[str, Any]) -> None:
         """Store one record (a flat dict with a ``step`` and a ``kind`` such as "train" or "eval")."""

@@ -21,6 +21,10 @@ from calgrpo_lib.credit import CREDIT_MODES
     ("lr_scheduler_type", "step", "'constant', 'linear', 'cosine'"),
     ("output_dir", "", "a folder of its own for the run"),  # '' resolved to '.', whose checkpoints a new run deleted
     ("output_dir", ".", "a folder of its own for the run"),
+    ("model", "", "'tiny', a hub id or a local model folder"),
+    ("data_path", 123, "str or NoneType"),
+    ("oracle_cache", 1.5, "str or NoneType"),
+    ("extra", [1], "dict"),
 ])
 def test_bad_values_name_field_value_and_allowed(field, value, allowed):
     with pytest.raises((ValueError, TypeError)) as info:
