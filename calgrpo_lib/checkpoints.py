@@ -14,12 +14,16 @@ import os
 import pickle
 import random
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["checkpoint_folders", "save_checkpoint", "load_checkpoint"]
+__all__ = ["checkpoint_folders", "save_checkpoint", "load_checkpoint", "termination_as_interrupt"]
 
 
 def checkpoint_folders(root: str | os.PathLike) -> list[Path]:
@@ -72,3 +76,22 @@ def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     return int(state["step"])
+
+
+@contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill``, a job scheduler's stop) raises ``KeyboardInterrupt`` as Ctrl-C does, so a
+    run stopped either way writes its checkpoint; the previous handler is restored on exit. Outside the main thread,
+    where Python cannot set signal handlers, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

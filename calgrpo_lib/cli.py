@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import train  # heavy imports only when training
 
     result = train(config)
+    if result.interrupted:  # Ctrl-C: the trainer wrote a checkpoint; say so, and fail like an interrupted command
+        print(f"calgrpo: interrupted after step {result.steps_done}; checkpoint written in {config.output_dir}; "
+              "continue with --resume", file=sys.stderr)
+        return 130
     before, after = result.eval_before, result.eval_after
     if before is not None and after is not None:
         print(f"held-out accuracy: {before['accuracy']:.1%} -> {after['accuracy']:.1%} "

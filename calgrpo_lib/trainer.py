@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, num_zero_spread_groups
-from .checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint
+from .checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint, termination_as_interrupt
 from .config import GRPOConfig, lr_at_step
 from .credit import CreditStats, token_advantages
 from .data import load_problems
@@ -331,7 +331,7 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run to ``max_steps`` (resuming first when ``config.resume``), evaluating and checkpointing on schedule.
 
-        Ctrl-C writes a checkpoint, then returns with ``interrupted=True``.
+        Ctrl-C or SIGTERM writes a checkpoint, then returns with ``interrupted=True``.
         """
         from tqdm.auto import tqdm
 
@@ -344,21 +344,22 @@ class Trainer:
         eval_before = evals[0] if evals else (self.evaluate() if self.eval_problems else None)
         interrupted = False
         bar = tqdm(total=cfg.max_steps, initial=self.step_count, desc="GRPO", disable=not self.progress)
-        try:
-            while self.step_count < cfg.max_steps:
-                record = self.step()
-                bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['accuracy']:.2f}")
-                last = self.step_count == cfg.max_steps
-                if self.eval_problems and cfg.eval_every and self.step_count % cfg.eval_every == 0 and not last:
-                    self.evaluate()
-                if last or (cfg.save_every and self.step_count % cfg.save_every == 0):
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True
-            self.save_checkpoint()
-        finally:
-            bar.close()
+        with termination_as_interrupt():  # SIGTERM too writes a checkpoint and returns interrupted
+            try:
+                while self.step_count < cfg.max_steps:
+                    record = self.step()
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['accuracy']:.2f}")
+                    last = self.step_count == cfg.max_steps
+                    if self.eval_problems and cfg.eval_every and self.step_count % cfg.eval_every == 0 and not last:
+                        self.evaluate()
+                    if last or (cfg.save_every and self.step_count % cfg.save_every == 0):
+                        self.save_checkpoint()
+            except KeyboardInterrupt:
+                interrupted = True
+                self.save_checkpoint()
+            finally:
+                bar.close()
         eval_after = None
         if not interrupted and self.eval_problems:
             eval_after = self.evaluate()

@@ -99,3 +99,15 @@ def test_cli_reports_bad_values_before_any_model_work(capsys):
     assert "num_generations=1" in capsys.readouterr().err
     assert main(["train", "--print-config", "--seed", "4"]) == 0
     assert '"seed": 4' in capsys.readouterr().out
+
+
+def test_an_interrupted_cli_run_says_so_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    from calgrpo_lib.trainer import TrainResult
+
+    def interrupted_train(config, **kwargs):
+        return TrainResult(config, 3, None, None, interrupted=True)
+
+    monkeypatch.setattr("calgrpo_lib.trainer.train", interrupted_train)
+    assert main(["train", "--output-dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after step 3" in err and str(tmp_path / "run") in err and "--resume" in err

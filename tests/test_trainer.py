@@ -78,6 +78,26 @@ def test_kill_9_then_resume_repeats_the_uninterrupted_run(tmp_path):
         assert got[step] == expected[step], f"step {step} differs after resuming from step {resumed_from}"
 
 
+def test_sigterm_writes_a_checkpoint_and_the_cli_says_so(tmp_path):
+    """``kill`` (SIGTERM, as a job scheduler stops a job) stops the run like Ctrl-C: a checkpoint of the last finished
+    step (none would exist otherwise: ``--save-every 0``), a message, and a non-zero exit."""
+    proc = subprocess.Popen(_cli(tmp_path, 50, "--save-every", "0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines() if (tmp_path / "metrics.jsonl").exists() else []
+        if sum('"kind": "train"' in line for line in lines) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = int(err.split("interrupted after step ")[1].split(";")[0])
+    assert done >= 2 and [p.name for p in (tmp_path / "checkpoints").iterdir()] == [f"step-{done:06d}"]
+    assert "--resume" in err
+
+
 def test_ctrl_c_writes_a_checkpoint(tmp_path):
     config = GRPOConfig(max_steps=50, prompts_per_step=2, num_generations=2, max_new_tokens=32, eval_size=0,
                         train_size=64, output_dir=str(tmp_path), save_every=0)
