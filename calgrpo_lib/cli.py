@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import train  # heavy imports only when training
 
     result = train(config)
-    if result.interrupted:  # Ctrl-C: the trainer wrote a checkpoint; say so, and fail like an interrupted command
+    if result.interrupted:  # Ctrl-C or SIGTERM: the trainer wrote a checkpoint; say so, fail like an interrupted run
         print(f"calgrpo: interrupted after step {result.steps_done}; checkpoint written in {config.output_dir}; "
               "continue with --resume", file=sys.stderr)
         return 130
