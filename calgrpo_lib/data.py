@@ -113,10 +113,5 @@ def oracle_problems(n: int | None = None, split: str = "test", seed: int = 0,
         check_int("n", n, 1, None)
     data_dir = find_data_dir(split, start)
     if data_dir is not None and (data_dir / "gsm8k" / f"{split}.jsonl").is_file():
-        problems = load_gsm8k(split, data_dir / "gsm8k")
-        if n is not None:
-            order = list(range(len(problems)))
-            random.Random(seed).shuffle(order)
-            problems = [problems[i] for i in order[:n]]
-        return problems, "gsm8k"
+        return load_problems("gsm8k", split, n, seed, path=data_dir / "gsm8k"), "gsm8k"
     return generate_problems(n or 64, seed=seed, split=split), "synthetic"
