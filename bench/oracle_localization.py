@@ -42,7 +42,7 @@ ORACLES = ("stepcheck", "fake", "gemini", "openai", "local")
 
 def build(args: argparse.Namespace) -> Oracle:
     """The oracle named on the command line."""
-    cfg = OracleConfig(concurrency=args.concurrency, timeout_s=args.timeout)
+    cfg = OracleConfig(concurrency=args.concurrency, timeout_s=args.timeout, batch_timeout_s=args.batch_timeout)
     if args.oracle == "stepcheck":
         return StepCheckOracle(reference_numbers=args.reference == "solution")
     if args.oracle == "fake":
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default=None, help="sqlite file for cached replies")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--batch-timeout", type=float, default=6 * 3600.0,
+                    help="limit of the whole benchmark batch, in seconds (training uses 2 x --timeout per step)")
     args = ap.parse_args(argv)
 
     problems, source = oracle_problems(args.n, "test", args.seed)

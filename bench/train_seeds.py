@@ -6,6 +6,9 @@ gain of >= 10 points within <= 150 steps (<= 5 min on 2 CPU cores) for each of 3
 
     python bench/train_seeds.py --seeds 0 1 2 [--max-steps N] [--model DIR] [--learning-rate LR] \\
         [--credit-mode cal_hybrid]
+
+Each seed's run goes to ``<--out>/seed<N>``; a rerun replaces the run of the same seed there (``overwrite=True``),
+as a benchmark's folders hold its own runs only.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def main() -> None:
         given = {k: v for k, v in (("learning_rate", args.learning_rate), ("max_steps", args.max_steps))
                  if v is not None}
         config = preset("tiny", seed=seed, credit_mode=args.credit_mode, model=args.model, eval_every=args.eval_every,
-                        save_every=0, output_dir=f"{args.out}/seed{seed}", **given)
+                        save_every=0, output_dir=f"{args.out}/seed{seed}", overwrite=True,  # a rerun replaces
+                        **given)
         result = train(config, progress=False)
         before, after = result.eval_before["accuracy"], result.eval_after["accuracy"]
         rows.append({"seed": seed, "before": before, "after": after, "wall_s": result.wall_time_s})

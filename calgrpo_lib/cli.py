@@ -133,13 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    from .checkpoints import CheckpointError, RunFolderError
+    from .preflight import PreflightError
     from .trainer import train  # heavy imports only when training
 
-    result = train(config)
+    try:
+        result = train(config)  # preflight, the run folder and the checkpoints are checked before the model loads
+    except (PreflightError, RunFolderError, CheckpointError) as e:
+        print(f"calgrpo: error: {e}", file=sys.stderr)
+        return 2
     if result.interrupted:  # Ctrl-C or SIGTERM: the trainer wrote a checkpoint; say so, fail like an interrupted run
         print(f"calgrpo: interrupted after step {result.steps_done}; checkpoint written in {config.output_dir}; "
               "continue with --resume", file=sys.stderr)
         return 130
+    faults = result.oracle_summary
+    if faults and (faults["failures"] or faults["unlocalized"] or faults["retries"] or faults["stopped"]):
+        stopped = f"; stopped: {faults['stopped']}" if faults["stopped"] else ""
+        print(f"oracle: {faults['calls']} calls, {faults['cache_hits']} cache hits, {faults['retries']} retries, "
+              f"{faults['fallbacks']} fallbacks; failures {faults['failures_by_cause'] or 0}; unlocalized "
+              f"{faults['unlocalized_by_cause'] or 0}{stopped} (oracle_summary.json in {config.output_dir})")
     before, after = result.eval_before, result.eval_after
     if before is not None and after is not None:
         print(f"held-out accuracy: {before['accuracy']:.1%} -> {after['accuracy']:.1%} "

@@ -3,7 +3,10 @@
 Field names follow TRL's ``GRPOConfig`` where one exists (``num_generations``, ``learning_rate``, ``beta``,
 ``epsilon``, ``epsilon_high``, ``num_iterations``, ``loss_type``, ``scale_rewards``, ``temperature``, ``top_p``,
 ``max_new_tokens``, ...). Every check runs in ``__post_init__``, so a bad value fails before any model work, with a
-message naming the field, the value and what is allowed.
+message naming the field, the value and what is allowed; assigning a field later (``config.seed = -1``) runs the same
+checks and leaves the config unchanged when they fail. What a field cannot show by its value alone (a data file that
+does not parse, a missing API key, a device that is not there) is checked by :func:`calgrpo_lib.preflight.preflight`
+before a run loads its model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ORACLES = ("stepcheck", "gemini", "openai", "local", "none")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SEED_MAX = 2**32 - 1  #: seeds are 32-bit (as numpy's): a step's sampling seed, seed * 1_000_003 + step, stays in range
 
 
 @dataclass
@@ -59,6 +63,8 @@ class GRPOConfig:
     oracle_model: str | None = None  #: model id for gemini / openai / local oracles (None = the backend default)
     oracle_base_url: str | None = None  #: base URL of an OpenAI-compatible server (vLLM, ollama)
     oracle_concurrency: int = 16
+    oracle_timeout_s: float = 60.0  #: wall-clock limit of one judge call, its retries included
+    oracle_batch_timeout_s: float | None = None  #: limit of a step's judge calls together (None: 2 * oracle_timeout_s)
     oracle_cache: str | None = None  #: sqlite file for oracle verdicts (default: <output_dir>/oracle_cache.sqlite)
     # --- loss and optimisation
     loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
@@ -76,7 +82,9 @@ class GRPOConfig:
     eval_every: int = 25  #: greedy held-out evaluation every N steps (and before and after); 0 = only before/after
     save_every: int = 50  #: checkpoint every N steps (and at the end, and on Ctrl-C); 0 = only at the end
     output_dir: str = "runs/tiny"
-    resume: bool = False  #: continue from the last checkpoint in output_dir
+    resume: bool = False  #: continue from the newest good checkpoint in output_dir
+    overwrite: bool = False  #: a new run may replace the run already in output_dir (its checkpoints and metrics)
+    allow_config_change: bool = False  #: resume even where fields that change results differ from the checkpoint's
     seed: int = 0
     device: str = "auto"  #: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps"
     dtype: str = "auto"  #: "auto" (bf16 on GPUs that support it, else fp32), "float32", "bfloat16", "float16"
@@ -114,6 +122,9 @@ class GRPOConfig:
             raise ValueError(f"credit_mode={self.credit_mode!r} needs an oracle, but oracle='none'; allowed: "
                              f"credit_mode='sequence' with oracle='none', or an oracle in {ORACLES[:-1]}")
         check_int("oracle_concurrency", self.oracle_concurrency, 1, 256)
+        check_float("oracle_timeout_s", self.oracle_timeout_s, 0.0, None, low_open=True)
+        if self.oracle_batch_timeout_s is not None:
+            check_float("oracle_batch_timeout_s", self.oracle_batch_timeout_s, 0.0, None, low_open=True)
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
         check_float("learning_rate", self.learning_rate, 0.0, None, low_open=True)
         check_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
@@ -133,9 +144,32 @@ class GRPOConfig:
             raise ValueError(f"output_dir={self.output_dir!r} is empty or the current folder; allowed: a folder of its "
                              "own for the run, e.g. 'runs/tiny'")
         check_type("resume", self.resume, bool)
-        check_int("seed", self.seed, 0, None)
+        check_type("overwrite", self.overwrite, bool)
+        check_type("allow_config_change", self.allow_config_change, bool)
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True and overwrite=True contradict each other; allowed: resume=True (continue the "
+                             "run in output_dir) or overwrite=True (replace it), not both")
+        check_int("seed", self.seed, 0, SEED_MAX)
         check_choice("device", self.device, DEVICES)
         check_choice("dtype", self.dtype, DTYPES)
+
+        object.__setattr__(self, "_checked", True)  # from now on, every assignment is checked (__setattr__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assign a field and run every check again; on failure the old value is put back and the error raised."""
+        if not self.__dict__.get("_checked"):  # inside __init__: __post_init__ checks everything at the end
+            object.__setattr__(self, name, value)
+            return
+        names = {f.name for f in fields(self)}
+        if name not in names:
+            raise AttributeError(f"GRPOConfig has no field {name!r}; allowed: {sorted(names)}")
+        old = getattr(self, name)
+        object.__setattr__(self, name, value)
+        try:
+            self.__post_init__()
+        except (TypeError, ValueError):
+            object.__setattr__(self, name, old)
+            raise
 
     @property
     def batch_size(self) -> int:

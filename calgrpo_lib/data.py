@@ -20,8 +20,8 @@ from .rewards import parse_number
 from .tasks import SPLITS, Problem, TaskConfig, generate_problems
 from .validation import check_choice, check_int
 
-__all__ = ["load_gsm8k", "gsm8k_problem", "load_problems", "TASKS", "DATA_DIR_ENV", "find_data_dir",
-           "oracle_problems", "CANDIDATE_DIRS"]
+__all__ = ["load_gsm8k", "gsm8k_problem", "gsm8k_file", "read_gsm8k_file", "load_problems", "TASKS", "DATA_DIR_ENV",
+           "find_data_dir", "oracle_problems", "CANDIDATE_DIRS"]
 
 TASKS = ("synthetic", "gsm8k")
 DATA_DIR_ENV = "CALGRPO_DATA_DIR"
@@ -43,7 +43,11 @@ def gsm8k_problem(record: dict, id: str = "") -> Problem:
     return Problem(record["question"], answer, steps, final_value, id=id, source="gsm8k")
 
 
-def _local_file(split: str, path: str | os.PathLike | None) -> Path | None:
+def gsm8k_file(split: str, path: str | os.PathLike | None = None) -> Path | None:
+    """The local GSM8K file of ``split``: from ``path`` (a file, or a folder holding ``{split}.jsonl``), else from
+    ``$CALGRPO_DATA_DIR``; ``None`` when neither is set (the hub is then the source). Raises ``FileNotFoundError``,
+    naming what was looked at, when ``path`` or the variable is set but the file is not there."""
+    check_choice("split", split, SPLITS)
     if path is not None:
         p = Path(path)
         p = p / f"{split}.jsonl" if p.is_dir() else p
@@ -58,21 +62,46 @@ def _local_file(split: str, path: str | os.PathLike | None) -> Path | None:
     return None
 
 
+def read_gsm8k_file(file: str | os.PathLike, split: str = "train") -> list[Problem]:
+    """The problems of a GSM8K JSONL file (one ``{"question", "answer"}`` object per line; blank lines skipped).
+
+    A line that is not such an object, or whose answer has no ``#### n``, raises ``ValueError`` naming the file and
+    the line number; so does a file with no record at all."""
+    file = Path(file)
+    problems = []
+    with open(file, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{os.fspath(file)}, line {number}"
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{where}: not JSON ({e}); allowed: one JSON object with 'question' and 'answer' "
+                                 "per line") from None
+            if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("question", "answer")):
+                raise ValueError(f"{where}: {line.strip()[:60]!r} is not an object with str 'question' and 'answer'")
+            try:
+                problems.append(gsm8k_problem(record, id=f"gsm8k-{split}-{len(problems)}"))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+    if not problems:
+        raise ValueError(f"{os.fspath(file)} holds no GSM8K record; allowed: a JSONL file with one object per line")
+    return problems
+
+
 def load_gsm8k(split: str = "train", path: str | os.PathLike | None = None) -> list[Problem]:
     """GSM8K ``split`` ("train": 7473 problems, "test": 1319) as a list of :class:`Problem`."""
-    check_choice("split", split, SPLITS)
-    local = _local_file(split, path)
+    local = gsm8k_file(split, path)
     if local is not None:
-        with open(local, encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    else:
-        try:
-            import datasets
+        return read_gsm8k_file(local, split)
+    try:
+        import datasets
 
-            records = list(datasets.load_dataset("openai/gsm8k", "main", split=split))
-        except Exception as e:  # no network, no cache, hub offline
-            raise RuntimeError(f"could not load GSM8K split={split!r} from the Hugging Face hub ({type(e).__name__}: "
-                               f"{e}). {_HOW_TO_GET}") from e
+        records = list(datasets.load_dataset("openai/gsm8k", "main", split=split))
+    except Exception as e:  # no network, no cache, hub offline
+        raise RuntimeError(f"could not load GSM8K split={split!r} from the Hugging Face hub ({type(e).__name__}: "
+                           f"{e}). {_HOW_TO_GET}") from e
     return [gsm8k_problem(r, id=f"gsm8k-{split}-{i}") for i, r in enumerate(records)]
 
 

@@ -8,8 +8,8 @@ GRPO (no oracle call). After each run the results file is rewritten (atomically)
 at most the run in progress, and calling it again with the same config trains only the (mode, seed) pairs the file
 does not hold yet.
 
-The results file (JSON) holds ``config`` (the shared config: every field but ``credit_mode``, ``seed``,
-``output_dir`` and ``resume``) and ``runs``, one record per finished run:
+The results file (JSON) holds ``config`` (the shared config: every field but those of :data:`PER_RUN_FIELDS`) and
+``runs``, one record per finished run:
 
 - ``mode``, ``seed``, ``steps``;
 - ``accuracy_before`` / ``accuracy_after``: greedy held-out accuracy at step 0 and after the last step;
@@ -59,8 +59,9 @@ DEFAULT_RUN_DIR = "runs/cal_vs_grpo"  #: run folders: ``<run_dir>/<mode>-seed<se
 #: per-step values kept in each run's ``history`` (from the trainer's step records)
 HISTORY_KEYS = ("step", "reward_mean", "accuracy", "time_step", "time_oracle", "oracle_calls", "oracle_cache_hits",
                 "error_tokens", "credit_fallbacks")
-#: config fields set per run (not part of the shared config, not overridable)
-PER_RUN_FIELDS = ("credit_mode", "seed", "output_dir", "resume")
+#: config fields set per run (not part of the shared config, not overridable): the two compared, the run's folder,
+#: and the run-folder switches (each run starts afresh in its emptied folder, never resumes or overwrites)
+PER_RUN_FIELDS = ("credit_mode", "seed", "output_dir", "resume", "overwrite", "allow_config_change")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -99,9 +100,10 @@ def experiment_config(**config_overrides: Any) -> GRPOConfig:
     """The config every run shares: ``preset("tiny", **BUDGET, **config_overrides)``, checked for what an experiment
     needs.
 
-    ``credit_mode``, ``seed``, ``output_dir`` and ``resume`` are set per run and may not be overridden. Held-out
-    evaluation is needed (``eval_size >= 1``); when ``eval_every`` is 0, it becomes ``max(1, max_steps // 6)`` so an
-    accuracy-vs-step curve exists. The returned config's own ``credit_mode``/``seed``/``output_dir`` mean nothing.
+    The fields of :data:`PER_RUN_FIELDS` (``credit_mode``, ``seed``, ``output_dir``, ``resume``, ...) are set per
+    run and may not be overridden. Held-out evaluation is needed (``eval_size >= 1``); when ``eval_every`` is 0, it
+    becomes ``max(1, max_steps // 6)`` so an accuracy-vs-step curve exists. The returned config's own
+    ``credit_mode``/``seed``/``output_dir`` mean nothing.
     """
     reserved = sorted(set(config_overrides) & set(PER_RUN_FIELDS))
     if reserved:

@@ -49,10 +49,10 @@ def notebook_settings(full: dict[str, Any], quick: dict[str, Any]) -> dict[str, 
 def fresh_run_dir(path: str | os.PathLike) -> str:
     """Empty the run folder ``path`` so a new run starts from scratch, and return it as a string.
 
-    A new run in a folder that holds an earlier one replaces that run's metrics and checkpoints, with a warning
-    (``Trainer.train``); emptying the folder first keeps a re-run notebook cell free of it (and of the earlier
-    run's TensorBoard files). Only a folder that looks like a run (``metrics.jsonl``, ``checkpoints/``, or nothing
-    at all inside) is removed; anything else raises rather than delete it.
+    A new run refuses a folder that holds an earlier run unless ``overwrite=True`` (``Trainer``); emptying it first
+    lets a re-run notebook cell start afresh (and drops the earlier run's TensorBoard files). Only a folder that looks
+    like a run (``metrics.jsonl``, ``checkpoints/``, or nothing at all inside) is removed; anything else raises
+    rather than delete it.
     """
     check_type("path", path, (str, os.PathLike))
     folder = Path(path)

@@ -26,6 +26,7 @@ from .validation import check_choice, check_type
 
 __all__ = [
     "TINY", "TINY_DIR", "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN", "load_policy", "pick_device", "pick_dtype",
+    "model_source", "WEIGHT_FILES",
 ]
 
 TINY = "tiny"
@@ -69,6 +70,47 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     return torch.float32
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path") -> tuple[str, str]:
+    """Where a model would load from, checked without loading it: ``("folder", path)`` (``"tiny"`` is the shipped
+    folder) or ``("hub", id)``.
+
+    A folder must hold ``config.json``, a weights file (:data:`WEIGHT_FILES`) and a tokenizer file; a name that
+    looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) or names a file must be such a folder. With
+    ``HF_HUB_OFFLINE`` set, a hub id must be in the local hub cache. Each failure raises ``FileNotFoundError``
+    naming ``field``, the value and what is allowed.
+    """
+    check_type(field, name_or_path, (str, os.PathLike))
+    name = os.fspath(name_or_path)
+    allowed = ("allowed: 'tiny', a folder saved with save_pretrained (config.json, weights, tokenizer), or a hub id "
+               "such as 'Qwen/Qwen2.5-0.5B-Instruct'")
+    path = TINY_DIR if name == TINY else Path(name).expanduser()
+    if name == TINY or path.is_dir():
+        missing = [what for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES),
+                                            ("tokenizer", _TOKENIZER_FILES))
+                   if not any((path / n).is_file() for n in names)]
+        if missing:
+            rebuild = (f"; rebuild it with `python -m calgrpo_lib policy build --out {TINY_DIR}`" if name == TINY
+                       else "")
+            raise FileNotFoundError(f"{field}={name!r}: the folder {os.fspath(path)} is not a model folder (missing: "
+                                    f"{', '.join(missing)}){rebuild}; {allowed}")
+        return "folder", os.fspath(path)
+    if name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or path.exists():
+        raise FileNotFoundError(f"{field}={name!r} is not a folder; {allowed}")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise FileNotFoundError(f"{field}={name!r} is a hub id, HF_HUB_OFFLINE is set and the local hub cache does "
+                                    f"not hold it; download it on a machine with a network (`hf download {name}`), "
+                                    f"or unset HF_HUB_OFFLINE; {allowed}")
+    return "hub", name
+
+
 def _hub_error(name: str, err: OSError) -> OSError:
     return OSError(
         f"could not load the policy {name!r}: it is not a local folder and the Hugging Face hub could not serve it "
@@ -110,14 +152,8 @@ def load_policy(name_or_path: str | os.PathLike = TINY, *, device: str | torch.d
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     name = os.fspath(name_or_path)
-    local = name == TINY or Path(name).is_dir()
-    path = TINY_DIR if name == TINY else Path(name) if local else name
-    if not local and (name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or Path(name).exists()):
-        raise FileNotFoundError(f"name_or_path={name!r} is not a folder; allowed: 'tiny', a folder saved with "
-                                "save_pretrained, or a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'")
-    if name == TINY and not (TINY_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the shipped tiny policy is missing from {TINY_DIR}; rebuild it with "
-                                f"`python -m calgrpo_lib policy build --out {TINY_DIR}`")
+    kind, path = model_source(name)
+    local = kind == "folder"
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local)

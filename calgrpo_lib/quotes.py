@@ -10,6 +10,19 @@ punctuation and then counting characters in the stripped text, as a public precu
 removed character.) With several occurrences, the one in the step the oracle named wins; steps come from
 :func:`calgrpo_lib.steps.split_steps`, the function the oracle numbers steps with.
 
+A fuzzy match must not lie: the quote "``7 + 8 = 16``" scores 91 against the text "``7 + 8 = 15``", but accepting it
+would blame a correct step for a number it never wrote. So a fuzzy candidate (after widening to whole words) is
+accepted only if (1) its numbers, read by :func:`numbers_in` from the normalised text, equal the quote's numbers as
+a sequence (same values, same order, none missing or extra; else ``numbers_differ``), and (2) the normalised quote
+is at most :data:`QUOTE_LENGTH_FACTOR` times the normalised span plus :data:`QUOTE_LENGTH_SLACK` characters (else
+``quote_too_long``: ``partial_ratio`` aligns the *shorter* string inside the longer, so a quote that is the whole
+text plus anything scores 100). A quote that cannot fit the text at all is ``quote_too_long`` before any search:
+raw, over :data:`QUOTE_LENGTH_FACTOR` x the text plus :data:`MAX_QUOTE_RAW_SLACK` characters (checked before
+normalising, so a megabyte quote costs microseconds); normalised, over the factor x the whole normalised text plus
+the slack (checked before rapidfuzz runs). A minus sign is read as part of a number only where it cannot be an
+operator, and decimals compare by value (``15.50`` = ``15.5``); see :func:`numbers_in`. Exact and normalised matches
+need no check: they are verbatim after normalisation, so their numbers agree by construction.
+
 The next map, characters -> token indices, is :mod:`calgrpo_lib.spans`.
 """
 
@@ -19,15 +32,20 @@ import bisect
 import re
 import unicodedata
 from dataclasses import dataclass
+from decimal import Decimal
 
 from .steps import Step, split_steps
 from .validation import check_float, check_int, check_type
 
-__all__ = ["MATCH_KINDS", "FAIL_REASONS", "SpanMatch", "normalize_with_map", "find_quote"]
+__all__ = ["MATCH_KINDS", "FAIL_REASONS", "QUOTE_LENGTH_FACTOR", "QUOTE_LENGTH_SLACK", "MAX_QUOTE_RAW_SLACK",
+           "SpanMatch", "normalize_with_map", "numbers_in", "find_quote"]
 
 MATCH_KINDS = ("exact", "normalized", "fuzzy")
-FAIL_REASONS = ("empty_quote", "not_found", "too_long")
+FAIL_REASONS = ("empty_quote", "not_found", "numbers_differ", "quote_too_long", "too_long")
 _MIN_FUZZY_CHARS = 4  # shorter normalised quotes are only matched exactly or normalised
+QUOTE_LENGTH_FACTOR = 1.5  # a fuzzy match's normalised quote may be at most this many times its normalised span...
+QUOTE_LENGTH_SLACK = 6  # ... plus this many characters
+MAX_QUOTE_RAW_SLACK = 64  # a raw quote over FACTOR * len(text) + this is rejected before it is even normalised
 
 # ------------------------------------------------------------------------------------- quote -> character span
 
@@ -37,10 +55,20 @@ class SpanMatch:
     """Where a quote was found: ``text[start:end]`` (original characters), how, and with what score.
 
     ``kind`` is ``"exact"``, ``"normalized"``, ``"fuzzy"`` or ``"none"`` (not found; then ``start == end == -1``
-    and ``reason`` says why: ``"empty_quote"``, ``"not_found"``, or ``"too_long"`` when the span covered more tokens
-    than allowed). ``score`` is 100 for exact and normalised matches, the rapidfuzz similarity (0-100) for fuzzy
-    ones, and for a failure the best fuzzy score seen. ``in_step`` tells whether the span overlaps the step the
-    oracle named (``None`` when no step was named or the step does not exist).
+    and ``reason`` says why, one of :data:`FAIL_REASONS`):
+
+    - ``"empty_quote"``: the quote is empty or only whitespace;
+    - ``"not_found"``: no occurrence, and no approximate match scoring at least the threshold;
+    - ``"numbers_differ"``: an approximate match scored enough, but the numbers of the text it covers are not the
+      quote's numbers (``7 + 8 = 16`` against ``7 + 8 = 15``; see :func:`numbers_in`);
+    - ``"quote_too_long"``: the quote is much longer (in normalised characters) than the text it would match, or
+      than the whole text; a property of the quote, set by :func:`find_quote`;
+    - ``"too_long"``: the span was found but covers more *tokens* than a caller allows (set by
+      :func:`calgrpo_lib.spans.error_token_masks`, never by :func:`find_quote`).
+
+    ``score`` is 100 for exact and normalised matches, the rapidfuzz similarity (0-100) for fuzzy ones, and for a
+    failure the best fuzzy score seen (0 when no fuzzy search ran). ``in_step`` tells whether the span overlaps the
+    step the oracle named (``None`` when no step was named or the step does not exist).
     """
 
     start: int
@@ -145,6 +173,24 @@ def _without_annotations(norm: str, spans: list[tuple[int, int]]) -> tuple[str, 
     return "".join(c for c, k in zip(norm, keep) if k), [sp for sp, k in zip(spans, keep) if k]
 
 
+# A number: digits with an optional decimal part (or a bare ".5"), with a minus sign only where it cannot be an
+# operator, i.e. not right after a letter, digit, "_", "." or a closing bracket ("10-5" is 10 and 5; "=-5" is -5).
+_NUMBER = re.compile(r"(?:(?<![\w.)\]])-)?(?:\d+(?:\.\d+)?|\.\d+)")
+
+
+def numbers_in(norm: str) -> tuple[Decimal, ...]:
+    """The numbers of a *normalised* text (see :func:`normalize_with_map`), in order, as exact decimals.
+
+    Normalisation has already removed thousands separators (``1,600`` -> ``1600``) and all-zero decimals (``15.0``
+    -> ``15``), and turned ``\\times``, ``×``, ``·`` into ``*``; ``*``, ``x`` and ``/`` are operators, never part of a
+    number (``12x25`` reads 12, 25). Values compare exactly, so ``15.50`` equals ``15.5`` and ``05`` equals ``5``. A
+    minus sign belongs to the number only when it cannot be an operator: at the start, or after a symbol such as
+    ``=``, ``(`` or a space-free ``+`` (``x = -5`` reads -5, ``10 - 5`` reads 10, 5). A full stop belongs to a number
+    only with digits after it (``17.`` at a sentence end reads 17).
+    """
+    return tuple(Decimal(m.group()) for m in _NUMBER.finditer(norm))
+
+
 def _occurrences(haystack: str, needle: str) -> list[int]:
     out, i = [], haystack.find(needle)
     while i >= 0:
@@ -193,6 +239,20 @@ def _fuzzy_in(norm: str, nmap: list[tuple[int, int]], nquote: str, lo: int, hi: 
     return al.score, (nmap[ds][0], nmap[de - 1][1])
 
 
+def _too_long(nquote: str, n_chars: int) -> bool:
+    """True when a normalised quote is too long to be a quote of ``n_chars`` normalised characters."""
+    return len(nquote) > QUOTE_LENGTH_FACTOR * n_chars + QUOTE_LENGTH_SLACK
+
+
+def _rejection(norm: str, nmap: list[tuple[int, int]], nquote: str, span: tuple[int, int]) -> str:
+    """Why a fuzzy candidate (an original span, already snapped to words) must not be accepted; "" when it may."""
+    starts = [s for s, _ in nmap]
+    covered = norm[bisect.bisect_left(starts, span[0]):bisect.bisect_left(starts, span[1])]
+    if _too_long(nquote, len(covered.strip())):
+        return "quote_too_long"
+    return "" if numbers_in(covered) == numbers_in(nquote) else "numbers_differ"
+
+
 def _snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
     """Widen a fuzzy span so that it does not cut a word or number in two."""
     while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
@@ -227,9 +287,10 @@ def find_quote(text: str, quote: str, step: int | None = None, *, fuzzy_threshol
     ``step`` is the 0-based step (see :func:`calgrpo_lib.steps.split_steps`) the oracle named, or ``None``. Order
     of preference: an exact occurrence in that step; a normalised one in that step; an exact one anywhere (the
     nearest to the step); a normalised one anywhere; a fuzzy match in the step; a fuzzy match anywhere (score at
-    least ``fuzzy_threshold``, 0-100; quotes under 4 normalised characters are never matched fuzzily). A step
-    number past the last step is treated as no step. Never raises on a quote that is not there: the match then
-    has ``kind="none"`` and a ``reason``.
+    least ``fuzzy_threshold``, 0-100; quotes under 4 normalised characters are never matched fuzzily), accepted
+    only when the text it covers has exactly the quote's numbers and the quote is not much longer than it (see the
+    module docstring; else ``numbers_differ`` / ``quote_too_long``). A step number past the last step is treated as
+    no step. Never raises on a quote that is not there: the match then has ``kind="none"`` and a ``reason``.
     """
     check_type("text", text, str)
     check_type("quote", quote, str)
@@ -238,6 +299,8 @@ def find_quote(text: str, quote: str, step: int | None = None, *, fuzzy_threshol
     check_float("fuzzy_threshold", fuzzy_threshold, 0.0, 100.0)
     if not quote.strip():
         return _failure("empty_quote")
+    if len(quote) > QUOTE_LENGTH_FACTOR * len(text) + MAX_QUOTE_RAW_SLACK:  # cannot be a quote of it: skip all work
+        return _failure("quote_too_long")
     steps = split_steps(text)
     target = steps[step] if step is not None and step < len(steps) else None
 
@@ -262,14 +325,22 @@ def _found(span: tuple[int, int], kind: str, score: float, target: Step | None) 
 
 def _fuzzy_match(text: str, norm: str, nmap: list[tuple[int, int]], nquote: str, target: Step | None,
                  threshold: float) -> SpanMatch:
-    """Fuzzy search, in the named step first, then in the whole text; spans widened to whole words."""
+    """Fuzzy search, in the named step first, then in the whole text; spans widened to whole words, then checked
+    (numbers, length; see the module docstring). The failure reason is that of the first rejected candidate."""
     if len(nquote) < _MIN_FUZZY_CHARS:
         return _failure("not_found")
-    best_score = 0.0
+    if _too_long(nquote, len(norm)):  # longer than any span of the text could allow: no need to search
+        return _failure("quote_too_long")
+    best_score, reason = 0.0, ""
     regions = ([_norm_range(nmap, target)] if target is not None else []) + [(0, len(norm))]
     for lo, hi in regions:
         score, span = _fuzzy_in(norm, nmap, nquote, lo, hi, threshold)
         best_score = max(best_score, score)
-        if span is not None:
-            return _found(_snap_to_words(text, *span), "fuzzy", score, target)
-    return _failure("not_found", float(best_score))
+        if span is None:
+            continue
+        span = _snap_to_words(text, *span)
+        why = _rejection(norm, nmap, nquote, span)
+        if not why:
+            return _found(span, "fuzzy", score, target)
+        reason = reason or why
+    return _failure(reason or "not_found", float(best_score))

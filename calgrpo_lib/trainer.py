@@ -16,9 +16,9 @@ RNG states and metrics, so a resumed run repeats exactly what an uninterrupted o
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
-import shutil
 import statistics
 import time
 import warnings
@@ -30,13 +30,14 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, num_zero_spread_groups
-from .checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint, termination_as_interrupt
+from .checkpoints import check_run_folder, load_checkpoint, replace_run, save_checkpoint, termination_as_interrupt
 from .config import GRPOConfig, lr_at_step
 from .credit import CreditStats, token_advantages
 from .data import load_problems
 from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
 from .metrics_log import MetricsLog
 from .policy import load_policy
+from .preflight import preflight
 from .rewards import RewardBatch, batch_rewards
 from .rollout import Rollout, sample_rollouts, sequence_forward
 from .sampling import greedy_accuracy
@@ -61,6 +62,7 @@ class TrainResult:
     evals: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
     interrupted: bool = False
+    oracle_summary: dict[str, Any] | None = None  # the oracle's faults over the run (OracleStats.summary), if any
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Localization:
     quotes: list[tuple[str, int | None] | None]  # (N,) (quote, step) of each localized verdict, None elsewhere
     error_mask: torch.Tensor  # (N, T) bool, the tokens each quote covers
     span_stats: SpanStats  # how the quotes mapped to tokens
-    oracle_stats: dict[str, float]  # oracle_calls, _cache_hits, _failures, _unlocalized of this step ({} if none)
+    oracle_stats: dict[str, float]  # this step's oracle_ counts (OracleStats.step_counts: calls, faults by cause)
     oracle_time_s: float  # seconds spent asking the oracle
 
 
@@ -91,10 +93,13 @@ class Trainer:
 
     def __init__(self, config: GRPOConfig, *, model: Any = None, tokenizer: Any = None, oracle: Any = None,
                  callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
+        preflight(config, model=model is None, oracle=oracle is None)  # paths, device, oracle needs: before any model
         self.config = config
         self.callbacks = list(callbacks)
         self.progress = progress
         self.output_dir = Path(config.output_dir)
+        # another run there: refused unless resume / overwrite; a resume's checkpoint verified, its config compared
+        self._resume_from = check_run_folder(self.output_dir, config.to_dict())
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         device = None if config.device == "auto" else config.device
@@ -116,6 +121,8 @@ class Trainer:
         self.optimizer.register_step_pre_hook(self._start_optimizer_clock)
         self.optimizer.register_step_post_hook(self._stop_optimizer_clock)
         self.step_count = 0
+        if config.overwrite:  # only now, once the model and data loaded: a failed start replaces nothing
+            replace_run(self.output_dir)
         self.log = MetricsLog(self.output_dir)
 
     # ------------------------------------------------------------------------------------------ one step
@@ -187,6 +194,9 @@ class Trainer:
         The oracle judges the wrong answers only (none in credit mode ``sequence``, or without an oracle); a
         localized verdict gives a ``(quote, step)``, and :func:`calgrpo_lib.spans.error_token_masks` marks the
         tokens the quote covers. A wrong answer without a mapped quote keeps an all-False row (sequence credit).
+        The step's oracle metrics are :meth:`~calgrpo_lib.oracle.OracleStats.step_counts` prefixed ``oracle_``:
+        calls, cache hits, failures, unlocalized, retries, fallbacks, abandoned calls, each non-zero
+        ``failures_<cause>`` / ``retries_<cause>`` / ``unlocalized_<cause>``, and ``oracle_stopped`` (quota stop).
         """
         cfg = self.config
         t0 = time.perf_counter()
@@ -201,9 +211,7 @@ class Trainer:
                 verdicts[i] = verdict
                 if verdict.localized:
                     quotes[i] = (verdict.quote, verdict.step)
-            after = self.oracle.stats.snapshot()
-            oracle_stats = {f"oracle_{k}": after[k] - before.get(k, 0)
-                            for k in ("calls", "cache_hits", "failures", "unlocalized")}
+            oracle_stats = {f"oracle_{k}": v for k, v in self.oracle.stats.step_counts(before).items()}
         oracle_time = time.perf_counter() - t0
         error_mask, span_stats = error_token_masks(self.tokenizer, rollout.completion_ids, rollout.completion_mask,
                                                    quotes, max_error_span_tokens=cfg.max_error_span_tokens,
@@ -303,43 +311,31 @@ class Trainer:
         return save_checkpoint(self.checkpoint_root, self.step_count, model=self.model, tokenizer=self.tokenizer,
                                optimizer=self.optimizer, config=self.config.to_dict(), records=self.log.records)
 
-    def latest_checkpoint(self) -> Path | None:
-        found = checkpoint_folders(self.checkpoint_root)
-        return found[-1] if found else None
-
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore model weights, optimizer, RNG states and step from a checkpoint folder."""
-        self.step_count = load_checkpoint(path, self.model, self.optimizer)
+    def load_checkpoint(self, path: str | os.PathLike, *, verify: bool = True) -> None:
+        """Restore model weights, optimizer, RNG states and step from a checkpoint folder (checked against its
+        manifest first unless ``verify=False``); records of later steps are dropped, as they will be redone."""
+        self.step_count = load_checkpoint(path, self.model, self.optimizer, verify=verify)
         self.log.truncate_after(self.step_count)
-
-    def _replace_earlier_run(self) -> None:
-        """A new run in a folder that holds an earlier one replaces it: its checkpoints and metrics would otherwise
-        mix with this run's (its first evaluation would pass for this run's "before", a later resume would pick up
-        its checkpoints). Other files in the folder are left alone."""
-        old = checkpoint_folders(self.checkpoint_root)
-        if not old and not self.log.records:
-            return
-        checkpoints = f"{len(old)} checkpoint{'' if len(old) == 1 else 's'}"
-        warnings.warn(f"output_dir={os.fspath(self.output_dir)!r} holds an earlier run ({len(self.log.records)} "
-                      f"metric records, {checkpoints}); this run replaces it (resume=True would continue it instead)",
-                      stacklevel=3)
-        for path in old:
-            shutil.rmtree(path)
-        self.log.truncate_after(-1)
 
     # -------------------------------------------------------------------------------------------- train
     def train(self) -> TrainResult:
         """Run to ``max_steps`` (resuming first when ``config.resume``), evaluating and checkpointing on schedule.
 
-        Ctrl-C or SIGTERM writes a checkpoint, then returns with ``interrupted=True``.
+        Ctrl-C or SIGTERM writes a checkpoint, then returns with ``interrupted=True``. A resume continues from the
+        newest good checkpoint (chosen and checked when the trainer was built, see
+        :func:`calgrpo_lib.checkpoints.check_run_folder`); with none, from step 0, the records of a run killed before
+        its first checkpoint dropped as they will be redone.
         """
         from tqdm.auto import tqdm
 
         cfg, t_start = self.config, time.perf_counter()
-        if cfg.resume and self.latest_checkpoint() is not None:
-            self.load_checkpoint(self.latest_checkpoint())
-        elif self.step_count == 0:
-            self._replace_earlier_run()
+        if self._resume_from is not None:
+            self.load_checkpoint(self._resume_from, verify=False)  # verified in __init__
+            self._resume_from = None
+        elif cfg.resume and self.step_count == 0 and self.log.records:
+            warnings.warn(f"resume: output_dir={os.fspath(self.output_dir)!r} holds {len(self.log.records)} metric "
+                          "records but no checkpoint; starting from step 0, those records are redone", stacklevel=2)
+            self.log.truncate_after(-1)
         evals = self.log.of_kind("eval")
         eval_before = evals[0] if evals else (self.evaluate() if self.eval_problems else None)
         interrupted = False
@@ -364,8 +360,11 @@ class Trainer:
         if not interrupted and self.eval_problems:
             eval_after = self.evaluate()
         self.log.close()
+        summary = self.oracle.stats.summary() if hasattr(getattr(self.oracle, "stats", None), "summary") else None
+        if summary is not None:  # the run's faults by cause, next to metrics.jsonl's per-step counts
+            (self.output_dir / "oracle_summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return TrainResult(cfg, self.step_count, eval_before, eval_after, self.log.of_kind("train"),
-                           self.log.of_kind("eval"), time.perf_counter() - t_start, interrupted)
+                           self.log.of_kind("eval"), time.perf_counter() - t_start, interrupted, summary)
 
 
 def build_oracle(config: GRPOConfig) -> Any:
@@ -378,7 +377,8 @@ def build_oracle(config: GRPOConfig) -> Any:
     Path(cache).parent.mkdir(parents=True, exist_ok=True)
     if config.oracle == "stepcheck":  # exact and fast: no cache needed
         return oracles.StepCheckOracle()
-    run = oracles.OracleConfig(concurrency=config.oracle_concurrency)
+    run = oracles.OracleConfig(concurrency=config.oracle_concurrency, timeout_s=config.oracle_timeout_s,
+                               batch_timeout_s=config.oracle_batch_timeout_s)
     exact = oracles.StepCheckOracle()  # judges an item whenever a call of the LLM judge fails
     if config.oracle == "gemini":
         kwargs = {"model": config.oracle_model} if config.oracle_model else {}

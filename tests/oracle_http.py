@@ -1,7 +1,10 @@
 """A scripted HTTP server on 127.0.0.1 for the oracle tests: the real client libraries talk to it.
 
-Each POST gets the next :class:`Step` of the script (the last one repeats): a status, a body and an optional delay.
-The server is bounded: it answers at most ``max_requests`` requests and shuts down after ``max_seconds``.
+Each POST gets the next :class:`Step` of the script (the last one repeats): a status, a body, extra headers and an
+optional delay (a hung server). A script entry may also be a function ``f(k, request) -> Step`` of the request's
+index and its record (``{"path", "headers", "json", "t"}``), for a judge that answers from the prompt. Every
+request is recorded with its arrival time ``t`` (``time.monotonic()``). The server is bounded: it answers at most
+``max_requests`` requests and shuts down after ``max_seconds``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,12 +23,14 @@ class Step:
     status: int = 200
     body: Any = None  # dict (sent as JSON), str or bytes (sent as is)
     delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ScriptedServer:
     """``with ScriptedServer([Step(...), ...]) as srv: ... srv.url ... srv.count ... srv.requests``."""
 
-    def __init__(self, script: list[Step], *, max_requests: int = 64, max_seconds: float = 60.0) -> None:
+    def __init__(self, script: list[Step | Callable[[int, dict], Step]], *, max_requests: int = 64,
+                 max_seconds: float = 60.0) -> None:
         self.script, self.max_requests, self.max_seconds = list(script), max_requests, max_seconds
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -40,11 +46,13 @@ class ScriptedServer:
                         body = json.loads(raw)
                     except ValueError:
                         body = raw.decode("utf-8", "replace")
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
+                    request = {"path": self.path, "headers": dict(self.headers), "json": body, "t": time.monotonic()}
+                    server.requests.append(request)
                 if k >= server.max_requests:
                     step = Step(500, {"error": {"code": 500, "message": "test server request limit"}})
                 else:
                     step = server.script[min(k, len(server.script) - 1)]
+                    step = step(k, request) if callable(step) else step
                 if step.delay_s:
                     time.sleep(step.delay_s)
                 payload = step.body if isinstance(step.body, bytes) else (
@@ -53,6 +61,8 @@ class ScriptedServer:
                     self.send_response(step.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    for name, value in step.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)

@@ -111,3 +111,29 @@ def test_an_interrupted_cli_run_says_so_and_exits_non_zero(tmp_path, monkeypatch
     assert main(["train", "--output-dir", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "interrupted after step 3" in err and str(tmp_path / "run") in err and "--resume" in err
+
+
+def test_resume_and_overwrite_together_are_refused():
+    with pytest.raises(ValueError, match="resume=True and overwrite=True contradict each other"):
+        GRPOConfig(resume=True, overwrite=True)
+    config = GRPOConfig(resume=True)
+    with pytest.raises(ValueError, match="contradict"):
+        config.overwrite = True
+    assert config.overwrite is False
+
+
+def test_the_cli_reports_the_oracle_faults_of_a_run(tmp_path, monkeypatch, capsys):
+    from calgrpo_lib.trainer import TrainResult
+
+    summary = {"calls": 9, "cache_hits": 2, "retries": 3, "fallbacks": 4, "abandoned": 1, "failures": 4,
+               "failures_by_cause": {"http_503": 3, "deadline": 1}, "retries_by_cause": {"http_503": 3},
+               "unlocalized": 1, "unlocalized_by_cause": {"quote_numbers_differ": 1}, "stopped": "quota_exhausted"}
+
+    def finished_train(config, **kwargs):
+        return TrainResult(config, 2, None, None, oracle_summary=summary)
+
+    monkeypatch.setattr("calgrpo_lib.trainer.train", finished_train)
+    assert main(["train", "--output-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "oracle: 9 calls, 2 cache hits, 3 retries, 4 fallbacks; failures {'http_503': 3, 'deadline': 1}" in out
+    assert "'quote_numbers_differ': 1" in out and "stopped: quota_exhausted" in out

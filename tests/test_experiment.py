@@ -163,6 +163,31 @@ def test_results_are_saved_after_each_run_and_reruns_skip_them(tmp_path, monkeyp
         [(r["mode"], r["seed"]) for r in fresh["runs"]]
 
 
+def test_a_run_interrupted_earlier_is_trained_again_in_its_folder(tmp_path):
+    """The trainer refuses a folder holding another run unless told; an experiment starts the run a Ctrl-C stopped
+    from scratch in the same folder (emptied first), without refusing and without resuming."""
+    folder = tmp_path / "runs" / "sequence-seed0"
+    (folder / "checkpoints" / "step-000001").mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    results = run_experiment(["sequence"], [0], out=None, run_dir=tmp_path / "runs", progress=False, **TINY)
+    assert [(r["mode"], r["seed"], r["steps"]) for r in results["runs"]] == [("sequence", 0, 1)]
+    assert [json.loads(line)["kind"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == \
+        ["eval", "train", "eval"]
+
+
+def test_the_run_folder_switches_are_not_part_of_the_shared_config(tmp_path, monkeypatch):
+    """``overwrite`` / ``allow_config_change`` (like ``resume``) say how a run treats its folder, not what it learns:
+    a results file written before they existed still continues, and they cannot be overridden."""
+    out, calls = tmp_path / "r.json", []
+    monkeypatch.setattr("calgrpo_lib.trainer.train", _fake_train(calls))
+    stored = run_experiment(["sequence"], [0], out=out, run_dir=tmp_path / "runs", progress=False, **TINY)
+    assert not {"resume", "overwrite", "allow_config_change"} & set(stored["config"])
+    run_experiment(["sequence"], [0, 1], out=out, run_dir=tmp_path / "runs", progress=False, **TINY)
+    assert calls == [("sequence", 0), ("sequence", 1)]
+    with pytest.raises(ValueError, match=r"\['overwrite'\] are set per run"):
+        experiment_config(overwrite=True)
+
+
 def test_an_interrupted_experiment_keeps_the_finished_runs(tmp_path, monkeypatch):
     out, calls = tmp_path / "r.json", []
     monkeypatch.setattr("calgrpo_lib.trainer.train", _fake_train(calls, interrupt_at=2))

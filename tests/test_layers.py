@@ -23,7 +23,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "math": ("advantages", "credit", "loss"),
     "spans": ("quotes", "spans"),
     "oracle": ("oracle",),
-    "loop": ("config", "rollout", "checkpoints", "trainer", "metrics_log"),
+    "loop": ("config", "preflight", "rollout", "checkpoints", "trainer", "metrics_log"),
     "face": ("cli", "experiment", "viz", "advantage_plots", "curves", "tables", "exercises", "notebook", "__main__"),
 }
 MAX_LINES = 400

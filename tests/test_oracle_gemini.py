@@ -72,12 +72,13 @@ def test_429_rate_limit_is_retried_then_succeeds():
     assert (oracle.stats.calls, oracle.stats.retries, dict(oracle.stats.failures)) == (1, 1, {})
 
 
-def test_503_is_retried_by_the_sdk_and_counted():
+def test_503_is_retried_by_the_runner_and_counted():
     with ScriptedServer([UNAVAILABLE, Step(200, gemini_reply(GOOD_REPLY))]) as srv:
         oracle = _oracle(srv)
         v = oracle.judge_batch(_items(1))[0]
     assert v.status == "ok"
-    assert srv.count == 2 and oracle.stats.retries == 1  # the SDK retried; the event hook counted it
+    assert srv.count == 2 and oracle.stats.retries == 1  # the runner retried (the SDK's own retries are off)
+    assert oracle.stats.retry_causes == {"http_503": 1}
 
 
 @pytest.mark.parametrize("fallback", ["sequence", "stepcheck"])
@@ -86,7 +87,7 @@ def test_repeated_5xx_falls_back_and_is_counted(fallback):
     with ScriptedServer([UNAVAILABLE]) as srv:
         oracle = _oracle(srv, cfg, fallback=StepCheckOracle() if fallback == "stepcheck" else None)
         v = oracle.judge_batch(_items(1))[0]
-    assert srv.count == 3  # 1 attempt + 2 SDK retries, no second round by the runner
+    assert srv.count == 3  # 1 attempt + 2 retries by the runner, none by the SDK
     s = oracle.stats
     assert (s.calls, s.retries, dict(s.failures)) == (1, 2, {"http_503": 1})
     if fallback == "sequence":

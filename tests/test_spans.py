@@ -120,7 +120,8 @@ PARAPHRASES = [
     ("12 + 5 = 17\n#### 17", "12 + 5 = 17…", "12 + 5 = 17", "normalized"),
     ("x = 5 - 3 = 2", "x=5−3", "x = 5 - 3", "normalized"),
     ("Ava has 12 apples.", "'Ava has 12 apples'", "Ava has 12 apples", "normalized"),
-    ("17 * 3 = <<17*3=52>>52\n#### 52", "17 * 3 = 53", "17 * 3 = <<17*3=52>>52", "fuzzy"),
+    # a near miss with the same numbers; "17 * 3 = 53" (a different number) is rejected: tests/test_quotes.py
+    ("17 * 3 = <<17*3=52>>52\n#### 52", "17 * 3 == 52", "17 * 3 = <<17*3=52>>52", "fuzzy"),
     ("Mia shares them equally among 4 bags and keeps one bag.", "Mia shares them equaly among 4 bags",
      "Mia shares them equally among 4 bags", "fuzzy"),
     ("Tom loses 7 shells, so he has 20 shells left.", "Tom looses 7 shells", "Tom loses 7 shells", "fuzzy"),
@@ -155,9 +156,9 @@ def test_unrelated_quote_is_rejected(quote: str) -> None:
 
 def test_fuzzy_threshold_decides() -> None:
     text = "17 * 3 = <<17*3=52>>52\n#### 52"
-    score = find_quote(text, "17 * 3 = 53").score
-    assert find_quote(text, "17 * 3 = 53", fuzzy_threshold=score).kind == "fuzzy"
-    assert find_quote(text, "17 * 3 = 53", fuzzy_threshold=min(100.0, score + 0.5)).reason == "not_found"
+    score = find_quote(text, "17 * 3 == 52").score
+    assert find_quote(text, "17 * 3 == 52", fuzzy_threshold=score).kind == "fuzzy"
+    assert find_quote(text, "17 * 3 == 52", fuzzy_threshold=min(100.0, score + 0.5)).reason == "not_found"
 
 
 @pytest.mark.parametrize("quote", ["", "   ", "\n"])

@@ -1,8 +1,10 @@
-"""The GRPO loop on the shipped tiny policy: one step's bookkeeping, a kill -9 resume, and learning on a budget."""
+"""The GRPO loop on the shipped tiny policy: one step's bookkeeping, a kill -9 resume, the run folder's rules (no
+run replaces another unasked; a resume checks its checkpoint and its config), and learning on a budget."""
 
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 
 import pytest
 
+from calgrpo_lib.checkpoints import CheckpointError, RunFolderError, verify_checkpoint
 from calgrpo_lib.config import GRPOConfig
 from calgrpo_lib.trainer import TIMING_KEYS, Trainer
 
@@ -111,19 +114,98 @@ def test_ctrl_c_writes_a_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "step-000002" / "model.safetensors").exists()
 
 
-def test_a_new_run_in_an_old_run_folder_replaces_it(tmp_path):
-    """Its "before" is its own evaluation, its metrics its own, and the old run's later checkpoints are gone."""
+def _no_model(*args, **kwargs):
+    raise AssertionError("a model was loaded before the run folder was checked")
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_in_an_old_run_folder_is_refused_unless_told_to_overwrite(tmp_path, monkeypatch):
+    """Refused before any model work, naming the folder, what it holds and the two ways out, with nothing touched;
+    with ``overwrite=True`` the old run is replaced: its "before" is its own evaluation, its metrics its own, the old
+    run's checkpoints are gone, other files stay."""
     config = GRPOConfig(max_steps=2, prompts_per_step=2, num_generations=2, max_new_tokens=16, eval_size=4,
                         train_size=16, output_dir=str(tmp_path), save_every=1, eval_every=0)
     Trainer(config, progress=False).train()
     stale = tmp_path / "metrics.jsonl"
     stale.write_text(stale.read_text().replace('"accuracy": ', '"accuracy": 9', 1))  # mark the old "before"
-    with pytest.warns(UserWarning, match=r"holds an earlier run \(\d+ metric records, 2 checkpoints\)"):
-        result = Trainer(config.replace(max_steps=1), progress=False).train()
+    (tmp_path / "notes.txt").write_text("mine")
+    held = _files(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr("calgrpo_lib.trainer.load_policy", _no_model)
+        with pytest.raises(RunFolderError, match=rf"output_dir={re.escape(repr(str(tmp_path)))} holds another run "
+                                                 r"\(\d+ metric records, 2 checkpoints\).*resume=True \(--resume\).*"
+                                                 r"overwrite=True \(--overwrite\)"):
+            Trainer(config.replace(max_steps=1), progress=False)
+    assert _files(tmp_path) == held, "a refused run changed the folder"
+
+    with pytest.warns(UserWarning, match=r"overwrite=True replaced the run it held \(\d+ metric records, 2 "
+                                         r"checkpoints\); removed checkpoints/step-000001, checkpoints/step-000002, "
+                                         r"metrics\.jsonl, metrics\.csv"):
+        result = Trainer(config.replace(max_steps=1, overwrite=True), progress=False).train()
     assert result.eval_before["accuracy"] <= 1.0 and result.steps_done == 1
     records = [json.loads(line) for line in stale.read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records] == [("eval", 0), ("train", 1), ("eval", 1)]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def _small(tmp_path, **changes):
+    return GRPOConfig(**{"max_steps": 1, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 16,
+                         "eval_size": 0, "train_size": 16, "output_dir": str(tmp_path), "save_every": 1,
+                         "seed": 3, **changes})
+
+
+def test_resume_with_a_config_that_changes_results_is_refused_unless_allowed(tmp_path, monkeypatch):
+    Trainer(_small(tmp_path), progress=False).train()
+    changed = _small(tmp_path, resume=True, seed=4, learning_rate=3e-4, max_steps=2)
+    with monkeypatch.context() as patch:
+        patch.setattr("calgrpo_lib.trainer.load_policy", _no_model)
+        with pytest.raises(RunFolderError, match=r"step-000001' was trained with another config \(learning_rate: "
+                                                 r"0\.0001 -> 0\.0003, seed: 3 -> 4\); these fields change results.*"
+                                                 r"allow_config_change=True \(--allow-config-change\)"):
+            Trainer(changed, progress=False)
+    Trainer(_small(tmp_path, resume=True, max_steps=2, eval_every=1, save_every=2), progress=False)  # bookkeeping
+    with pytest.warns(UserWarning, match=r"with a changed config \(allow_config_change=True\): learning_rate: "
+                                         r"0\.0001 -> 0\.0003, seed: 3 -> 4"):
+        trainer = Trainer(changed.replace(allow_config_change=True), progress=False)
+    result = trainer.train()
+    assert result.steps_done == 2 and [r["step"] for r in result.history] == [1, 2]
+    assert trainer.optimizer.param_groups[0]["lr"] == 3e-4
+
+
+def test_a_resume_skips_a_damaged_checkpoint_and_repeats_the_run(tmp_path, monkeypatch):
+    config = _small(tmp_path, max_steps=3)
+    expected = {r["step"]: _comparable(r) for r in Trainer(config, progress=False).train().history}
+    last = tmp_path / "checkpoints" / "step-000003" / "model.safetensors"
+    data = bytearray(last.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])
+    last.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"resuming from step-000002.*skipped.*step-000003: model\.safetensors "
+                                         r"sha256 mismatch"):
+        trainer = Trainer(config.replace(resume=True), progress=False)
+    assert trainer.train().steps_done == 3
+    assert {r["step"]: _comparable(r) for r in _train_records(tmp_path)} == expected  # step 3 redone, bit for bit
+    assert verify_checkpoint(last.parent) is None  # rewritten whole by the resumed run
+
+    for folder in (tmp_path / "checkpoints").iterdir():
+        (folder / "manifest.json").unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr("calgrpo_lib.trainer.load_policy", _no_model)
+        with pytest.raises(CheckpointError, match=r"no good checkpoint.*step-000003: no manifest\.json; step-000002: "
+                                                  r"no manifest\.json; step-000001: no manifest\.json"):
+            Trainer(config.replace(resume=True), progress=False)
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 3
+
+
+def test_resume_without_a_checkpoint_starts_over(tmp_path):
+    """A run killed before its first checkpoint left records only: a resume starts from step 0, saying so."""
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "accuracy": 9}\n')
+    with pytest.warns(UserWarning, match=r"holds 1 metric records but no checkpoint; starting from step 0"):
+        result = Trainer(_small(tmp_path, resume=True), progress=False).train()
+    assert [r["step"] for r in _train_records(tmp_path)] == [1] and result.history[0]["accuracy"] <= 1.0
 
 
 def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_path):

@@ -5,12 +5,13 @@ Where each concept lives:
 - :mod:`.verdict`: what an oracle answers (:class:`JudgeItem`, :class:`Verdict`, :data:`STATUSES`), the judge's
   JSON reply (:data:`REPLY_SCHEMA`, :func:`parse_reply`, :func:`reply_json`) and the check of a reply against the
   response (:func:`localize`);
-- :mod:`.runner`: :class:`Oracle`, the base class every backend shares (cache, concurrency, timeouts, retries,
-  quota stop, fallback, validation, counters), its settings :class:`OracleConfig` and the faults a backend raises
-  (:class:`BackendError`, :class:`QuotaExhausted`);
+- :mod:`.runner`: :class:`Oracle`, the base class every backend shares (cache, concurrency, per-call and per-batch
+  deadlines, retries honouring ``Retry-After``, quota stop, reply size limit, key redaction, fallback, validation,
+  counters), its settings :class:`OracleConfig` and the faults a backend raises (:class:`BackendError`,
+  :class:`QuotaExhausted`);
 - :mod:`.cache`: the SQLite cache of replies (:class:`ReplyCache`); :mod:`.stats`: the counters (:class:`OracleStats`);
-- :mod:`.remote`: what the remote judges share: HTTP fault classification (:func:`classify_http`) and API keys
-  (:class:`Secret`, :func:`resolve_api_key`, :func:`redact`);
+- :mod:`.remote`: what the remote judges share: HTTP fault classification (:func:`classify_http`,
+  :func:`retry_after_s`) and API keys (:class:`Secret`, :func:`resolve_api_key`, :func:`redact`);
 - :mod:`.prompt`: the judge prompt and few-shot file, and :class:`PromptedOracle`, the base of the LLM judges;
 - one module per backend: :mod:`.gemini` (:class:`GeminiOracle`, Gemini through ``google-genai`` with a JSON reply
   schema), :mod:`.openai_compat` (:class:`OpenAICompatibleOracle`, a vLLM / ollama server behind
@@ -30,6 +31,7 @@ Typical use::
     verdicts = oracle.judge_batch([(question, reference, response), ...])   # never raises for backend faults
     v = verdicts[0]; v.status, v.step, v.quote, v.span
     oracle.stats                                      # calls, cache hits, retries, failures, latency p50/p95
+    oracle.stats.summary()                            # a run's faults by cause, retries, fallbacks, quota stop
 """
 
 from ..arithmetic import Corruption, corrupt_problems, corrupt_solution
@@ -41,7 +43,7 @@ from .gemini import DEFAULT_GEMINI_MODEL, HOW_TO_ENABLE, GeminiOracle, client_li
 from .local import LocalJudgeOracle
 from .openai_compat import OpenAICompatibleOracle
 from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, PromptedOracle, build_prompt, load_fewshot, prompt_version
-from .remote import Secret, classify_http, is_daily_quota, redact, resolve_api_key
+from .remote import Secret, classify_http, is_daily_quota, redact, resolve_api_key, retry_after_s
 from .runner import FALLBACKS, BackendError, Oracle, OracleConfig, QuotaExhausted
 from .stats import OracleStats
 from .stepcheck import FakeOracle, StepCheckOracle, StepError, check_solution
@@ -55,5 +57,5 @@ __all__ = [
     "FewShot", "OraclePrompt", "build_prompt", "load_fewshot", "prompt_version", "REPLY_SCHEMA", "Reply",
     "ReplyError", "parse_reply", "reply_json", "localize", "Corruption", "corrupt_solution", "corrupt_problems",
     "LocalizationReport", "localization_report", "find_data_dir", "oracle_problems", "Claim", "find_claims", "Secret",
-    "redact", "resolve_api_key",
+    "redact", "resolve_api_key", "retry_after_s",
 ]

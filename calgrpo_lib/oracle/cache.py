@@ -3,8 +3,9 @@
 The key is a SHA-256 over (backend, model, prompt version, question, reference, response), so a new model, a new
 prompt or few-shot file, or any change of the inputs misses. The value is the backend's *raw reply text*; it is
 parsed and checked again on every hit, so a change of the validation rules applies to cached replies too. No API
-key is part of a key or a value. Writers in several processes are serialised by SQLite (``busy_timeout``); a
-``path`` of ``":memory:"`` gives a private in-memory cache.
+key is part of a key or a value: the runner removes the key from a reply before storing it, and stores no reply
+over ``OracleConfig.max_reply_chars`` (nor returns one stored earlier). Writers in several processes are
+serialised by SQLite (``busy_timeout``); a ``path`` of ``":memory:"`` gives a private in-memory cache.
 """
 
 from __future__ import annotations

@@ -4,21 +4,23 @@ The reply is forced to JSON (``response_mime_type="application/json"`` and ``res
 :data:`REPLY_SCHEMA`). The API key comes from ``api_key=`` or ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` (environment,
 else a ``.env`` file); it is held in a :class:`Secret` and removed from every message this module logs or stores.
 
-Retries: the SDK's own ``HttpRetryOptions`` retry 408 and 5xx responses and network timeouts (exponential backoff
-with jitter, sized from :class:`OracleConfig`); every HTTP attempt is counted through an httpx event hook, so
-``stats.retries`` includes the SDK's retries. A 429 is *not* left to the SDK, whose retry rule sees only the status
-code: the oracle reads the body first, stops for a daily quota (``QuotaExhausted``) and retries a per-minute limit
-itself (honouring the server's ``retryDelay``).
+Retries and time: the SDK's own retries are off (``HttpRetryOptions(attempts=1)``): every HTTP request is one
+attempt of the runner, which retries 408 / 429 / 5xx, timeouts and refused connections itself, counts each retry
+by cause, and gives each attempt only the time left to the call's and the batch's deadline (the SDK's
+per-request ``timeout``). So a call the batch has abandoned makes no request after it, and no retry runs in the
+background. A 429 body is read first: a daily quota stops the oracle (``QuotaExhausted``); a per-minute limit
+is retried after the server's suggested wait, the larger of the ``Retry-After`` header (read from the SDK
+error's ``response.headers``) and the body's ``retryDelay``, unless that wait would pass the deadline.
 
 The legacy ``google-generativeai`` package (support ended 2025-11-30) is used only when it is the sole one
-installed (:func:`client_library`); it has no base-URL option and fewer retry controls.
+installed (:func:`client_library`); it has no base-URL option, fewer retry controls (its own defaults apply
+within each attempt's timeout) and no access to response headers.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +34,6 @@ __all__ = ["GeminiOracle", "client_library", "gemini_key", "DEFAULT_GEMINI_MODEL
 
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 KEY_NAMES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-SDK_RETRY_CODES = (408, 500, 502, 503, 504)
 HOW_TO_ENABLE = ("To use Gemini: create a key at https://aistudio.google.com/apikey, then either `export "
                  "GEMINI_API_KEY=...` before starting Python/Jupyter or put the line `GEMINI_API_KEY=...` in a `.env` "
                  "file in this folder or a parent (never commit it; .env is git-ignored), and `pip install "
@@ -87,7 +88,6 @@ class GeminiOracle(PromptedOracle):
         if self.library == "google-generativeai" and base_url is not None:
             raise ValueError("base_url is only supported with library='google-genai'")
         self.temperature, self.thinking_budget = float(temperature), thinking_budget
-        self._local = threading.local()
         self._client = self._make_client(base_url, api_version)
 
     @property
@@ -96,9 +96,6 @@ class GeminiOracle(PromptedOracle):
 
     def _redact(self, text: str) -> str:
         return redact(text, self._key)
-
-    def _count_attempt(self, _request: object) -> None:
-        self._local.attempts = getattr(self._local, "attempts", 0) + 1
 
     def _make_client(self, base_url: str | None, api_version: str | None):
         c = self.config
@@ -110,15 +107,12 @@ class GeminiOracle(PromptedOracle):
         from google import genai
         from google.genai import types
 
-        retry = types.HttpRetryOptions(attempts=c.retries + 1, initial_delay=c.backoff_s, max_delay=c.backoff_max_s,
-                                       exp_base=2.0, jitter=c.jitter * c.backoff_s,
-                                       http_status_codes=list(SDK_RETRY_CODES))
-        opts = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=int(c.timeout_s * 1000),
-                                 retry_options=retry, client_args={"event_hooks": {"request": [self._count_attempt]}})
+        retry = types.HttpRetryOptions(attempts=1)  # one request per attempt: the runner retries, within deadlines
+        opts = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=max(1, int(c.timeout_s * 1000)),
+                                 retry_options=retry)
         return genai.Client(api_key=self._key.reveal(), http_options=opts)
 
     def _generate(self, prompt: OraclePrompt, timeout_s: float) -> str:
-        self._local.attempts = 0
         try:
             if self.library == "google-generativeai":
                 return self._generate_legacy(prompt, timeout_s)
@@ -127,10 +121,6 @@ class GeminiOracle(PromptedOracle):
             raise
         except Exception as e:
             raise self._classify(e) from None
-        finally:
-            extra = getattr(self._local, "attempts", 0) - 1
-            if extra > 0:
-                self.stats.add("retries", extra)
 
     def _generate_genai(self, prompt: OraclePrompt, timeout_s: float) -> str:
         from google.genai import types
@@ -156,14 +146,12 @@ class GeminiOracle(PromptedOracle):
         message = self._redact(f"{type(e).__name__}: {e}")[:500]
         code = getattr(e, "code", None)
         if isinstance(code, int) and 400 <= code < 600:
-            err = classify_http(code, getattr(e, "details", None) or message, message)
-            if code in SDK_RETRY_CODES and self.library == "google-genai":
-                err.retryable = False  # the SDK has already retried it
-            return err
+            headers = getattr(getattr(e, "response", None), "headers", None)  # httpx.Response of a genai APIError
+            return classify_http(code, getattr(e, "details", None) or message, message, headers=headers)
         if _is_timeout(e):
-            return BackendError("timeout", message, retryable=self.library != "google-genai")
+            return BackendError("timeout", message, retryable=True)
         if _is_connect(e):
-            return BackendError("connection_error", message, retryable=self.library != "google-genai")
+            return BackendError("connection_error", message, retryable=True)
         if type(e).__name__ in ("UnknownApiResponseError", "JSONDecodeError"):  # the HTTP body is not an API reply
             return BackendError("bad_response", message)
         return BackendError(f"error_{type(e).__name__}", message)

@@ -4,20 +4,24 @@ Same prompt, same JSON parsing as the API judges; the prompt goes through the to
 has one, else as plain text. Decoding is greedy, so the reply is deterministic. A small model's prompt that does
 not fit its context is cut from the left (the few-shot examples go first, the item to judge stays), and a reply
 that is not JSON becomes an ``unlocalized`` verdict (cause ``malformed_reply``): a tiny judge degrades, never
-crashes. Runs one generation at a time (a lock); ``config.concurrency`` defaults to 1.
+crashes. Runs one generation at a time (a lock); ``config.concurrency`` defaults to 1. A generation is bounded
+by the attempt's time (``generate(max_time=...)``, what is left of it once the lock is held; none left: cause
+``timeout``), so a call the batch abandoned at its deadline soon lets the next one have the model; a reply cut
+short by the limit is unreadable and becomes ``unlocalized``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ..validation import check_int
 from .cache import ReplyCache
 from .prompt import FewShot, OraclePrompt, PromptedOracle
-from .runner import Oracle, OracleConfig
+from .runner import BackendError, Oracle, OracleConfig
 
 __all__ = ["LocalJudgeOracle"]
 
@@ -57,6 +61,7 @@ class LocalJudgeOracle(PromptedOracle):
     def _generate(self, prompt: OraclePrompt, timeout_s: float) -> str:
         import torch
 
+        t0 = time.monotonic()
         enc = self.tokenizer(self.prompt_text(prompt), return_tensors="pt")
         ids, n_new = enc["input_ids"], self.max_new_tokens
         if self._max_positions:  # a tiny model: keep the end of the prompt and leave room for the reply
@@ -65,8 +70,11 @@ class LocalJudgeOracle(PromptedOracle):
         pad = getattr(self.tokenizer, "pad_token_id", None)
         eos = getattr(self.tokenizer, "eos_token_id", None)
         with self._lock, torch.no_grad():
+            left = timeout_s - (time.monotonic() - t0)  # waiting for the model counts against the attempt
+            if left <= 0:
+                raise BackendError("timeout", "no time left once the model was free")
             device = next(self.hf_model.parameters()).device
             out = self.hf_model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-                                         max_new_tokens=n_new, do_sample=False,
+                                         max_new_tokens=n_new, do_sample=False, max_time=left,
                                          pad_token_id=pad if pad is not None else eos)
         return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)

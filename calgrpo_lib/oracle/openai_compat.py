@@ -4,8 +4,10 @@
 ``"json_schema"`` (vLLM, recent ollama; the reply schema is enforced), ``"json_object"`` (any JSON) or ``None``
 (plain text; :func:`parse_reply` still finds the object). ``base_url`` may end in ``/v1`` or not. An optional key
 (``api_key=`` or the ``api_key_env`` variable) is sent as a bearer token and redacted from every message.
-Faults are classified by :func:`classify_http`; the runner retries 408 / 429 / 5xx, timeouts and refused
-connections with backoff.
+Faults are classified by :func:`classify_http` (with the response headers, so a ``Retry-After`` on a 429 / 503
+sets the wait); the runner retries 408 / 429 / 5xx, timeouts and refused connections with backoff, each attempt
+given only the time left to its deadlines. A body far larger than ``config.max_reply_chars`` fails with cause
+``reply_too_large`` before it is decoded.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class OpenAICompatibleOracle(PromptedOracle):
         except httpx.TransportError as e:
             raise BackendError("connection_error", self._redact(f"{type(e).__name__}: {e}"), retryable=True) from None
         if r.status_code >= 400:
-            raise classify_http(r.status_code, r.text, self._redact(r.text[:300]))
+            raise classify_http(r.status_code, r.text, self._redact(r.text[:300]), headers=r.headers)
+        if len(r.content) > 4 * self.config.max_reply_chars + 65536:  # the envelope cannot hold an acceptable reply
+            raise BackendError("reply_too_large", f"{len(r.content)} bytes in the HTTP body")
         try:
             content = r.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):

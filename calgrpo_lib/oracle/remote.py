@@ -5,7 +5,11 @@ counts the same way:
 
 - 408, 429 and 5xx are retryable; a 429 whose body names a *per-day* quota raises :class:`QuotaExhausted`
   instead, which stops all further calls to that backend (waiting a few seconds will not help);
-- other 4xx (bad request, bad key, unknown model) are not retryable.
+- other 4xx (bad request, bad key, unknown model) are not retryable;
+- on a 429 or 503 the server's suggested wait becomes ``retry_after_s``: the larger of the ``Retry-After``
+  header (seconds, or an HTTP date; :func:`retry_after_s`) and Google's ``RetryInfo.retryDelay`` in the body
+  (:func:`retry_delay_s`). The runner waits at least that long before the next attempt, and fails the call at
+  once when the wait would end past its deadline.
 
 **API keys** are found in the environment or a ``.env`` file and held so that they never reach a repr, a log line,
 an exception message or the cache: :func:`resolve_api_key` looks at the given names in ``os.environ``, then in
@@ -15,17 +19,19 @@ removes a key from any text (used on every backend error message before it is st
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .runner import BackendError, QuotaExhausted
 
-__all__ = ["classify_http", "is_daily_quota", "retry_delay_s", "RETRYABLE_HTTP", "Secret", "resolve_api_key",
-           "read_dotenv", "redact"]
+__all__ = ["classify_http", "is_daily_quota", "retry_delay_s", "retry_after_s", "RETRYABLE_HTTP", "Secret",
+           "resolve_api_key", "read_dotenv", "redact"]
 
 RETRYABLE_HTTP = (408, 429, 500, 502, 503, 504)
 _DAILY = re.compile(r"per[\s_-]?day|perday|daily", re.IGNORECASE)
@@ -70,13 +76,34 @@ def retry_delay_s(body: Any) -> float | None:
     return None
 
 
-def classify_http(status: int, body: Any = None, message: str = "") -> BackendError:
-    """The :class:`BackendError` for an HTTP error ``status`` with response ``body``."""
+def retry_after_s(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """The wait an HTTP ``Retry-After`` header asks for, in seconds (>= 0): its delay-seconds form (``"7"``) or
+    its HTTP-date form (``"Wed, 21 Oct 2026 07:28:00 GMT"``, measured from ``now``, default the clock); ``None``
+    when the header is absent or unreadable. ``headers`` may be any mapping (names are matched ignoring case)."""
+    if not headers:
+        return None
+    value = next((str(v) for k, v in headers.items() if str(k).lower() == "retry-after"), "").strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify_http(status: int, body: Any = None, message: str = "",
+                  headers: Mapping[str, str] | None = None) -> BackendError:
+    """The :class:`BackendError` for an HTTP error ``status`` with response ``body`` and ``headers`` (see the
+    module docstring: retryable or not, daily quota, the server's suggested wait on a 429 / 503)."""
     if status == 429 and is_daily_quota(body):
         return QuotaExhausted(message or "daily quota exhausted", status=status)
     retryable = status in RETRYABLE_HTTP or 500 <= status < 600
+    hints = [h for h in (retry_delay_s(body), retry_after_s(headers)) if h is not None] if status in (429, 503) else []
     return BackendError(f"http_{status}", message, retryable=retryable, status=status,
-                        retry_after_s=retry_delay_s(body) if status == 429 else None)
+                        retry_after_s=max(hints) if hints else None)
 
 
 # --------------------------------------------------------------------------------------------- API keys

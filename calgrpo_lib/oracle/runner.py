@@ -2,23 +2,38 @@
 the faults a backend raises (:class:`BackendError`, :class:`QuotaExhausted`).
 
 A backend implements one method, ``_call(item, timeout_s) -> str``, returning the judge's raw reply (JSON text)
-or raising :class:`BackendError`. Everything else happens here, the same way for every backend:
+or raising :class:`BackendError`; ``timeout_s`` is the time left for that one attempt, and the backend must not
+retry by itself (the runner does, within the deadlines). Everything else happens here, the same way for every
+backend:
 
 1. **cache**: replies are looked up by ``(backend, model, prompt version, inputs)`` in an optional
    :class:`ReplyCache`; identical items of one batch are judged once;
 2. **concurrency**: misses run on a thread pool of ``config.concurrency`` workers;
-3. **timeout**: a call that runs past ``config.timeout_s`` (retries included) fails with cause ``timeout``; the
-   batch does not wait for it (a late reply still goes into the cache);
-4. **retries**: retryable faults are tried again with exponential backoff and jitter;
+3. **deadlines**: a call may run ``config.timeout_s`` from when a worker starts it (retries included), then fails
+   with cause ``timeout``; the whole batch may run ``config.batch_timeout_s`` (default ``2 * timeout_s``) from the
+   start of :meth:`Oracle.judge_batch`: every call not finished by then, running or still queued, fails with
+   cause ``deadline``. Each attempt is given only the time left to the nearer of the two, so a hung server cannot
+   hold a worker past them; a call the batch stopped waiting for is *abandoned* (``stats.abandoned``): it starts
+   no further attempt and its sleeps end at once. :meth:`Oracle.judge_batch` returns by the batch deadline plus
+   a poll interval (50 ms) whatever the backend does;
+4. **retries**: retryable faults are tried again with exponential backoff and jitter, or after the server's
+   suggested wait (``Retry-After`` header or ``retryDelay`` in the body, see :func:`classify_http`) when that is
+   longer; a wait that would end past the deadline is not started: the call fails at once with that fault;
 5. **quota**: a daily-quota error stops every later call to this oracle (until :meth:`Oracle.resume`);
-6. **fallback**: a failed call gives the verdict of the oracle's ``fallback`` oracle (typically the offline
-   ``StepCheckOracle()``, handed in by whoever builds the oracle), else a ``failed`` verdict;
-7. **validation**: the reply is parsed and its quote located in the response (:func:`localize`);
-8. **counting**: every outcome goes into :class:`OracleStats`.
+6. **reply checks**: a reply longer than ``config.max_reply_chars`` fails with cause ``reply_too_large`` before
+   it is cached or parsed; the API key is removed from a reply (:meth:`Oracle._redact`) before it is cached or
+   parsed; a cached reply over the limit counts as a miss;
+7. **fallback**: a failed call gives the verdict of the oracle's ``fallback`` oracle (typically the offline
+   ``StepCheckOracle()``, handed in by whoever builds the oracle; one batch for all the failed items, after the
+   deadline, so a slow fallback adds its own batch deadline), else a ``failed`` verdict;
+8. **validation**: the reply is parsed and its quote located in the response (:func:`localize`);
+9. **counting**: every outcome goes into :class:`OracleStats` (failures and retries by cause, fallbacks,
+   abandoned calls, the quota stop).
 
 :meth:`Oracle.judge_batch` (the call training uses) never raises for a backend fault. A backend raises
-:class:`BackendError` with a short ``cause`` (the key under which :class:`OracleStats` counts it) and ``retryable``
-(whether the runner may try again); :class:`QuotaExhausted` stops all further calls to that backend.
+:class:`BackendError` with a short ``cause`` (the key under which :class:`OracleStats` counts it), ``retryable``
+(whether the runner may try again) and ``retry_after_s`` (the server's suggested wait, if any);
+:class:`QuotaExhausted` stops all further calls to that backend.
 """
 
 from __future__ import annotations
@@ -52,9 +67,17 @@ class OracleConfig:
     """How an oracle runs a batch.
 
     - ``concurrency``: backend calls in flight at once (a thread pool), 1-256;
-    - ``timeout_s``: wall-clock limit of one call, retries included; the call then fails with cause ``timeout``;
-    - ``retries``: extra attempts after a retryable fault (408, 429 that is not a daily quota, 5xx, network);
-      waits grow as ``backoff_s * 2**k`` (capped at ``backoff_max_s``) times a random factor in ``[1, 1+jitter]``;
+    - ``timeout_s``: wall-clock limit of one call from when a worker starts it, retries included; the call then
+      fails with cause ``timeout``;
+    - ``batch_timeout_s``: wall-clock limit of one :meth:`Oracle.judge_batch`, from its start; every call not
+      finished by then (running or queued) fails with cause ``deadline``. ``None`` (the default) means
+      ``2 * timeout_s``: room for the slowest call plus the queue behind it; raise it for batches much larger
+      than ``concurrency`` of a slow judge, lower it to bound a training step's oracle time;
+    - ``retries``: extra attempts after a retryable fault (408, 429 that is not a daily quota, 5xx, timeouts,
+      network); waits grow as ``backoff_s * 2**k`` (capped at ``backoff_max_s``) times a random factor in
+      ``[1, 1+jitter]``, or the server's suggested wait when longer (not capped, but never past a deadline);
+    - ``max_reply_chars``: a reply longer than this fails with cause ``reply_too_large`` (not cached, not parsed);
+      a verdict reply is a few hundred characters;
     - ``fallback``: what a failed call returns: ``"sequence"`` a ``failed`` verdict (training uses sequence-level
       credit for that response) unless the oracle was built with a ``fallback`` oracle, whose verdict it then
       returns; ``"stepcheck"`` insists on one: the oracle must be built with ``fallback=StepCheckOracle()`` (or
@@ -64,26 +87,37 @@ class OracleConfig:
 
     concurrency: int = 8
     timeout_s: float = 60.0
+    batch_timeout_s: float | None = None
     retries: int = 3
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
     jitter: float = 0.5
+    max_reply_chars: int = 20_000
     fallback: str = "sequence"
     fuzzy_threshold: float = 85.0
 
     def __post_init__(self) -> None:
         check_int("concurrency", self.concurrency, 1, 256)
         check_float("timeout_s", self.timeout_s, 0.0, None, low_open=True)
+        if self.batch_timeout_s is not None:
+            check_float("batch_timeout_s", self.batch_timeout_s, 0.0, None, low_open=True)
         check_int("retries", self.retries, 0, 20)
         check_float("backoff_s", self.backoff_s, 0.0)
         check_float("backoff_max_s", self.backoff_max_s, self.backoff_s)
         check_float("jitter", self.jitter, 0.0, 1.0)
+        check_int("max_reply_chars", self.max_reply_chars, 1, None)
         check_choice("fallback", self.fallback, FALLBACKS)
         check_float("fuzzy_threshold", self.fuzzy_threshold, 0.0, 100.0)
 
+    @property
+    def batch_deadline_s(self) -> float:
+        """The batch limit in force: ``batch_timeout_s``, or ``2 * timeout_s`` when that is ``None``."""
+        return self.batch_timeout_s if self.batch_timeout_s is not None else 2.0 * self.timeout_s
+
 
 class BackendError(Exception):
-    """A call to a judge backend failed. ``cause`` is a short label such as ``http_503`` or ``timeout``."""
+    """A call to a judge backend failed. ``cause`` is a short label such as ``http_503`` or ``timeout``;
+    ``retry_after_s`` is the server's suggested wait before another attempt, if it sent one."""
 
     def __init__(self, cause: str, message: str = "", *, retryable: bool = False, status: int | None = None,
                  retry_after_s: float | None = None) -> None:
@@ -108,7 +142,7 @@ class Oracle(ABC):
     carries ``fallback_from``, the cause of the failure, and counts in ``stats.fallbacks``)."""
 
     backend: str = "base"
-    inline: bool = False  # True for cheap local backends: run in the caller's thread, no pool, no timeout
+    inline: bool = False  # True for cheap local backends: in the caller's thread, no pool (deadline checked per call)
 
     def __init__(self, *, config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None,
                  fallback: Oracle | None = None) -> None:
@@ -126,7 +160,6 @@ class Oracle(ABC):
                              "fallback=StepCheckOracle(), or config.fallback='sequence'")
         self.fallback = fallback  # the oracle that judges an item when a call of this one fails, or None
         self.stats = OracleStats()
-        self.stopped: str = ""  # the cause that stopped all calls (e.g. "quota_exhausted"), or ""
         self._rng = random.Random()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -144,20 +177,29 @@ class Oracle(ABC):
 
     @abstractmethod
     def _call(self, item: JudgeItem, timeout_s: float) -> str:
-        """One attempt: the judge's raw reply text for ``item``, or raise :class:`BackendError`."""
+        """One attempt within ``timeout_s`` seconds: the judge's raw reply text for ``item``, or raise
+        :class:`BackendError`."""
 
     def _redact(self, text: str) -> str:
-        """Remove secrets from a message before it is logged (backends with an API key override this)."""
+        """Remove secrets from a text (error messages, replies) before it is logged or stored (backends with an
+        API key override this)."""
         return text
 
     # ------------------------------------------------------------------------------------------ public API
+    @property
+    def stopped(self) -> str:
+        """The cause that stopped all calls (e.g. ``"quota_exhausted"``), or ``""``."""
+        return self.stats.stopped
+
     def judge(self, question: str, reference: str, response: str) -> Verdict:
         """The :class:`Verdict` on one response (never raises for a backend fault)."""
         return self.judge_batch([JudgeItem(question, reference, response)])[0]
 
     def judge_batch(self, items: Sequence[JudgeItem | tuple | dict]) -> list[Verdict]:
-        """Verdicts for many items, in order: cached ones at once, the others concurrently. Never raises for a
-        backend fault (timeouts, HTTP errors, quota, unreadable replies become ``failed``/``unlocalized``)."""
+        """Verdicts for many items, in order: cached ones at once, the others concurrently, all within the batch
+        deadline (``config.batch_deadline_s`` from now). Never raises for a backend fault (timeouts, HTTP errors,
+        quota, unreadable replies become ``failed``/``unlocalized``, or the fallback's verdicts)."""
+        deadline = time.monotonic() + self.config.batch_deadline_s
         items = [as_item(x) for x in items]
         out: list[Verdict | None] = [None] * len(items)
         misses: dict[str, list[int]] = {}
@@ -171,9 +213,14 @@ class Oracle(ABC):
                 out[i] = self._verdict(item, raw, cached=True)
             else:
                 misses.setdefault(key, []).append(i)
-        for key, result in self._run([(key, items[idx[0]]) for key, idx in misses.items()]).items():
+        failed: list[tuple[int, str]] = []  # (index, cause) of the items whose call failed
+        for key, result in self._run([(key, items[idx[0]]) for key, idx in misses.items()], deadline).items():
             for n, i in enumerate(misses[key]):
-                out[i] = self._outcome(items[i], result, cached=n > 0)
+                if isinstance(result, str):
+                    out[i] = self._verdict(items[i], result, cached=n > 0)
+                else:
+                    failed.append((i, result.cause))
+        self._fail(items, failed, out)
         for v in out:
             self.stats.verdict(v.status, v.cause)
         return out  # type: ignore[return-value]
@@ -184,7 +231,7 @@ class Oracle(ABC):
 
     def resume(self) -> None:
         """Allow calls again after a daily-quota stop (e.g. the next day)."""
-        self.stopped = ""
+        self.stats.stop("")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, config={self.config!r}, cache={self.cache!r})"
@@ -194,10 +241,11 @@ class Oracle(ABC):
         if self.cache is None:
             return None
         try:
-            return self.cache.get(key)
+            raw = self.cache.get(key)
         except sqlite3.Error as e:
             log.warning("oracle cache read failed (%s); treating as a miss", type(e).__name__)
             return None
+        return raw if raw is None or len(raw) <= self.config.max_reply_chars else None  # an old oversized entry
 
     def _cache_put(self, key: str, raw: str) -> None:
         if self.cache is None:
@@ -219,58 +267,72 @@ class Oracle(ABC):
             return Verdict("unlocalized", cause="malformed_reply", **meta)
         return localize(item, reply, fuzzy_threshold=self.config.fuzzy_threshold, **meta)
 
-    def _outcome(self, item: JudgeItem, result: str | BackendError, cached: bool) -> Verdict:
-        if isinstance(result, str):
-            return self._verdict(item, result, cached)
-        if self.fallback is not None:
-            self.stats.add("fallbacks")
-            return replace(self.fallback.judge_batch([item])[0], fallback_from=result.cause)
-        return Verdict("failed", cause=result.cause, backend=self.backend, model=self.model)
+    def _fail(self, items: list[JudgeItem], failed: list[tuple[int, str]], out: list[Verdict | None]) -> None:
+        """The verdicts of the items whose call failed: the fallback's (one batch for all), else ``failed``."""
+        if failed and self.fallback is not None:
+            self.stats.add("fallbacks", len(failed))
+            verdicts = self.fallback.judge_batch([items[i] for i, _ in failed])
+            for (i, cause), v in zip(failed, verdicts):
+                out[i] = replace(v, fallback_from=cause)
+            return
+        for i, cause in failed:
+            out[i] = Verdict("failed", cause=cause, backend=self.backend, model=self.model)
 
     def _backoff_s(self, attempt: int, hint: float | None) -> float:
         c = self.config
         delay = min(c.backoff_max_s, c.backoff_s * 2 ** attempt) * (1.0 + c.jitter * self._rng.random())
-        return min(c.backoff_max_s, max(delay, hint or 0.0))
+        return max(min(c.backoff_max_s, delay), hint or 0.0)  # the server's wait is honoured, up to the deadline
 
-    def _attempts(self, item: JudgeItem, deadline: float) -> str:
-        """Call the backend, retrying retryable faults until the deadline."""
-        attempt = 0
+    def _attempts(self, item: JudgeItem, call_deadline: float, batch_deadline: float, gone: threading.Event) -> str:
+        """Call the backend, retrying retryable faults until the nearer deadline or until the batch gives up on
+        this call (``gone`` set)."""
+        deadline = min(call_deadline, batch_deadline)
+        cause, attempt = "deadline" if batch_deadline <= call_deadline else "timeout", 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BackendError("timeout", "no time left for another attempt")
+                raise BackendError(cause, "no time left for another attempt")
             try:
                 return self._call(item, remaining)
             except QuotaExhausted:
-                self.stopped = "quota_exhausted"
+                self.stats.stop("quota_exhausted")
                 raise
             except BackendError as e:
+                if e.cause == "timeout" and cause == "deadline":
+                    raise BackendError("deadline", str(e)) from None  # the attempt had only the batch's time
                 delay = self._backoff_s(attempt, e.retry_after_s)
-                if not e.retryable or attempt >= self.config.retries or time.monotonic() + delay >= deadline:
+                if (not e.retryable or attempt >= self.config.retries or gone.is_set()
+                        or time.monotonic() + delay >= deadline):  # no waiting past a deadline: fail now
                     raise
                 log.info("oracle %s: %s, retry %d in %.2fs", self.backend, self._redact(str(e)), attempt + 1, delay)
-                self.stats.add("retries")
-                time.sleep(delay)
+                self.stats.retry(e.cause)
+                if gone.wait(delay):
+                    raise
                 attempt += 1
 
-    def _work(self, key: str, item: JudgeItem, started: dict[str, float],
-              abandoned: set[str] | None = None) -> str | BackendError:
+    def _work(self, key: str, item: JudgeItem, started: dict[str, float], gone: threading.Event,
+              batch_deadline: float) -> str | BackendError:
         """One backend call with its retries, in a worker thread; returns the raw reply or the error."""
         started[key] = t0 = time.monotonic()
+        if gone.is_set() or t0 >= batch_deadline:
+            return BackendError("deadline", "the batch deadline passed before the call started")
         if self.stopped:
             return BackendError(self.stopped, "backend stopped earlier")
         self.stats.add("calls")
         try:
-            raw = self._attempts(item, t0 + self.config.timeout_s)
+            raw = self._attempts(item, t0 + self.config.timeout_s, batch_deadline, gone)
         except BackendError as e:
             return e
         except Exception as e:  # a bug or an unexpected library error must not take training down
-            return BackendError(f"error_{type(e).__name__}", str(e))
+            return BackendError(f"error_{type(e).__name__}", self._redact(str(e)))
         finally:
-            if abandoned is None or key not in abandoned:  # a timed-out call was recorded at its deadline
+            if not gone.is_set():  # an abandoned call was recorded when the batch gave up on it
                 self.stats.latency(time.monotonic() - t0)
         if not isinstance(raw, str):
             return BackendError("malformed_reply", f"backend returned {type(raw).__name__}, not str")
+        if len(raw) > self.config.max_reply_chars:
+            return BackendError("reply_too_large", f"{len(raw)} chars; max_reply_chars={self.config.max_reply_chars}")
+        raw = self._redact(raw)
         self._cache_put(key, raw)
         return raw
 
@@ -280,33 +342,41 @@ class Oracle(ABC):
             log.warning("oracle %s call failed: %s", self.backend, self._redact(str(result)))
         return result
 
-    def _run(self, jobs: list[tuple[str, JudgeItem]]) -> dict[str, str | BackendError]:
-        """Run the backend calls of ``jobs`` (key, item): inline or on a pool, with the per-call timeout."""
+    def _run(self, jobs: list[tuple[str, JudgeItem]], deadline: float) -> dict[str, str | BackendError]:
+        """Run the backend calls of ``jobs`` (key, item): inline or on a pool, within the per-call timeout and the
+        batch ``deadline`` (a ``time.monotonic()`` value)."""
         started: dict[str, float] = {}
-        if not jobs:
-            return {}
-        if self.inline:
-            return {key: self._record(self._work(key, item, started)) for key, item in jobs}
+        gone = {key: threading.Event() for key, _ in jobs}
+        if self.inline or not jobs:
+            return {key: self._record(self._work(key, item, started, gone[key], deadline)) for key, item in jobs}
         results: dict[str, str | BackendError] = {}
         pool = self._executor()
-        abandoned: set[str] = set()
-        futures = {pool.submit(self._work, key, item, started, abandoned): key for key, item in jobs}
-        pending = set(futures)
+        futures = {pool.submit(self._work, key, item, started, gone[key], deadline): key for key, item in jobs}
+        pending, gave_up = set(futures), False
         try:
             while pending:
-                done, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+                done, pending = wait(pending, timeout=min(_POLL_S, max(0.0, deadline - time.monotonic())),
+                                     return_when=FIRST_COMPLETED)
                 for f in done:
                     results[futures[f]] = self._record(f.result())
                 now = time.monotonic()
-                for f in [f for f in pending if now - started.get(futures[f], now) > self.config.timeout_s + _POLL_S]:
+                for f in list(pending):
+                    key, t = futures[f], started.get(futures[f])
+                    if f.done() or (now < deadline and (t is None or now - t <= self.config.timeout_s + _POLL_S)):
+                        continue  # a finished call is collected by the next wait
                     pending.discard(f)
-                    abandoned.add(futures[f])
-                    self.stats.latency(now - started[futures[f]])
-                    results[futures[f]] = self._record(BackendError("timeout", f"no reply in {self.config.timeout_s}s"))
+                    gone[key].set()  # abandoned: the call starts no further attempt, and its waits end
+                    f.cancel()  # a queued call never starts
+                    gave_up = True
+                    self.stats.add("abandoned")
+                    if t is not None:
+                        self.stats.latency(now - t)
+                    results[key] = self._record(BackendError("deadline" if now >= deadline else "timeout",
+                                                             "the batch stopped waiting for this call"))
         finally:
             for f in pending:
                 f.cancel()
-            if abandoned:  # threads stuck in timed-out calls: give the next batch a fresh pool
+            if gave_up:  # threads may still sit in abandoned calls: give the next batch a fresh pool
                 self.close()
         return results
 

@@ -30,7 +30,13 @@ it (code fences, text around the object, the step as a string); :func:`reply_jso
 - a step number outside the response's steps is ``step_out_of_range``;
 - an empty quote is ``empty_quote``;
 - a quote that :func:`calgrpo_lib.quotes.find_quote` cannot find (exact, else normalised, else fuzzy above the
-  threshold) is ``quote_not_found``: a paraphrase too loose or a hallucinated quote.
+  threshold) is ``quote_not_found``: a paraphrase too loose or a hallucinated quote;
+- a quote that matches only approximately text with other numbers (``7 + 8 = 16`` where the response says
+  ``7 + 8 = 15``) is ``quote_numbers_differ``: accepting it would blame a step for a number it never wrote;
+- a quote much longer than the text it would match, or than the whole response, is ``quote_too_long``.
+
+:data:`QUOTE_CAUSES` maps each ``find_quote`` failure reason to its cause; :data:`UNLOCALIZED_CAUSES` lists every
+cause an ``unlocalized`` verdict can have.
 
 A found quote gives an ``ok`` verdict whose ``quote`` is the response's own text at the span (so it is always an
 exact substring) and whose ``step`` is the step where that span starts. When this differs from the step the judge
@@ -49,10 +55,13 @@ from ..rewards import extract_answer, parse_number
 from ..steps import split_steps
 from ..validation import check_type
 
-__all__ = ["Verdict", "JudgeItem", "STATUSES", "as_item", "REPLY_SCHEMA", "Reply", "ReplyError", "parse_reply",
-           "reply_json", "localize", "final_answers_disagree"]
+__all__ = ["Verdict", "JudgeItem", "STATUSES", "QUOTE_CAUSES", "UNLOCALIZED_CAUSES", "as_item", "REPLY_SCHEMA",
+           "Reply", "ReplyError", "parse_reply", "reply_json", "localize", "final_answers_disagree"]
 
 STATUSES = ("ok", "no_error", "unlocalized", "failed")
+QUOTE_CAUSES = {"empty_quote": "empty_quote", "not_found": "quote_not_found",
+                "numbers_differ": "quote_numbers_differ", "quote_too_long": "quote_too_long"}
+UNLOCALIZED_CAUSES = ("contradicts_reference", "step_out_of_range", "malformed_reply", *QUOTE_CAUSES.values())
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,8 @@ def localize(item: JudgeItem, reply: Reply, *, fuzzy_threshold: float = 85.0, ba
         return Verdict("unlocalized", step=reply.step, cause="empty_quote", **meta)
     m = find_quote(item.response, reply.quote, reply.step, fuzzy_threshold=fuzzy_threshold)
     if not m.ok:
-        return Verdict("unlocalized", step=reply.step, quote=reply.quote, cause="quote_not_found", **meta)
+        cause = QUOTE_CAUSES.get(m.reason, "quote_not_found")
+        return Verdict("unlocalized", step=reply.step, quote=reply.quote, cause=cause, **meta)
     step = next((s.index for s in steps if s.start <= m.start < s.end), reply.step)
     return Verdict("ok", step=step, quote=item.response[m.start:m.end], span=(m.start, m.end), match=m.kind,
                    cause="" if step == reply.step else "step_corrected", **meta)
