@@ -3,7 +3,9 @@
 A run folder (``output_dir``) holds ``metrics.jsonl`` / ``metrics.csv`` (see :mod:`calgrpo_lib.metrics_log`),
 ``tensorboard/``, the oracle's cache and ``checkpoints/``, one folder per checkpoint, ``checkpoints/step-NNNNNN``:
 
-- the model and tokenizer (``save_pretrained``: ``model.safetensors``, ``config.json``, the tokenizer files);
+- the model and tokenizer (``save_pretrained``: ``model.safetensors``, ``config.json``, the tokenizer files); a LoRA
+  run's model is its adapters only (``adapter_model.safetensors``, ``adapter_config.json``, peft's ``README.md``), its
+  base being the run's ``config["model"]``; the manifest's ``kind`` (``"full"`` or ``"lora"``) says which;
 - ``trainer_state.safetensors``: the optimizer's state tensors (``optimizer.<param>.<name>``) and the torch RNG
   state (``torch_rng``, uint8);
 - ``trainer_state.json``: the step, the Python RNG state, the optimizer's param groups and its non-tensor state
@@ -35,24 +37,23 @@ import json
 import os
 import random
 import shutil
-import signal
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .lora import ADAPTER_FILES, is_peft, load_adapter_weights
+
 __all__ = ["MANIFEST", "RESUME_FREE_FIELDS", "CheckpointError", "RunFolderError", "checkpoint_folders",
            "save_checkpoint", "load_checkpoint", "verify_checkpoint", "latest_good_checkpoint",
            "read_checkpoint_config", "resume_config_diff", "check_resume_config", "run_folder_contents",
-           "check_run_folder", "replace_run", "termination_as_interrupt"]
+           "check_run_folder", "replace_run"]
 
 MANIFEST = "manifest.json"  #: the file a checkpoint is complete with, written last
 MANIFEST_FORMAT = "calgrpo-checkpoint/2"  #: ``format`` of a manifest (1 was the pickled ``trainer_state.pt``)
-_REQUIRED = ("model.safetensors", "trainer_state.safetensors", "trainer_state.json")
+_STATE = ("trainer_state.safetensors", "trainer_state.json")
+_REQUIRED = {"full": ("model.safetensors", *_STATE), "lora": (*ADAPTER_FILES, *_STATE)}  #: by the manifest's kind
 
 #: Config fields a resume may change without ``allow_config_change``: they change where and how fast a run goes,
 #: or what it records, not what it learns. Every other field (seed, learning_rate, credit_mode, lam, model, task,
@@ -72,6 +73,8 @@ RESUME_FREE_FIELDS: dict[str, str] = {
     "oracle_cache": "where verdicts are cached",
     "oracle_base_url": "where the judge is served (oracle_model names what is served)",
     "device": "where the run computes (a resumed run may move to another machine); the last bits of floats may differ",
+    "gradient_checkpointing": "a memory knob: activations recomputed in the backward pass, the same gradients up to "
+                              "float rounding (with lora_dropout > 0: other dropout masks)",
     "microbatch_size": "a memory knob: the same gradients, accumulated in other slices, up to float rounding",
     "extra": "free-form notes",
 }
@@ -149,17 +152,19 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, model: Any, tokenizer
     for left in root.glob(".tmp-step-*"):  # this one from an earlier try, or others a killed run left behind
         shutil.rmtree(left, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    kind = "lora" if is_peft(model) else "full"
+    model.save_pretrained(tmp)  # a PeftModel saves its adapters only
     tokenizer.save_pretrained(tmp)
     tensors, optimizer_values = _optimizer_parts(optimizer)
     save_file({**tensors, "torch_rng": torch.get_rng_state()}, str(tmp / "trainer_state.safetensors"))
-    state = {"step": step, "python_rng": random.getstate(), "optimizer": optimizer_values, "config": config}
+    state = {"step": step, "kind": kind, "python_rng": random.getstate(), "optimizer": optimizer_values,
+             "config": config}
     (tmp / "trainer_state.json").write_text(json.dumps(state, default=repr), encoding="utf-8")  # extra: any value
     (tmp / "metrics.json").write_text(json.dumps(records), encoding="utf-8")
     files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
              for p in sorted(tmp.rglob("*")) if p.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "step": step, "files": files}, indent=1),
-                                encoding="utf-8")
+    (tmp / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "step": step, "kind": kind, "files": files},
+                                           indent=1), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
@@ -176,11 +181,13 @@ def verify_checkpoint(path: str | os.PathLike) -> str | None:
         return f"no {MANIFEST}{older}"
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
+        files, kind = manifest["files"], manifest.get("kind", "full")  # no kind: written before LoRA, full
         entries = [(name, int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return f"{MANIFEST} unreadable ({type(err).__name__})"
-    missing = [name for name in _REQUIRED if name not in files]
+    if kind not in _REQUIRED:
+        return f"{MANIFEST} names an unknown kind {kind!r}"
+    missing = [name for name in _REQUIRED[kind] if name not in files]
     if missing:
         return f"{MANIFEST} lists no {missing[0]}"
     for name, size, sha256 in entries:
@@ -198,9 +205,11 @@ def verify_checkpoint(path: str | os.PathLike) -> str | None:
 
 def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.Optimizer, *,
                     verify: bool = True) -> int:
-    """Restore the model weights, the optimizer and the RNG states of the checkpoint folder ``path``; return its
-    step. Reads safetensors and JSON only (no pickle). ``verify`` first checks the folder against its manifest and
-    raises :class:`CheckpointError` saying what is damaged (pass ``False`` when :func:`verify_checkpoint` just did)."""
+    """Restore the model weights (a LoRA checkpoint's: the adapters, into ``model`` wrapped with the same LoRA
+    settings), the optimizer and the RNG states of the checkpoint folder ``path``; return its step. Reads safetensors
+    and JSON only (no pickle). ``verify`` first checks the folder against its manifest and raises
+    :class:`CheckpointError` saying what is damaged (pass ``False`` when :func:`verify_checkpoint` just did), as it
+    does for a checkpoint of the other kind than ``model`` (LoRA adapters, a full model)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -210,10 +219,20 @@ def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.
                               f"complete checkpoint written by save_checkpoint")
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     tensors = load_file(str(path / "trainer_state.safetensors"))
-    weights = load_file(str(path / "model.safetensors"), device=str(next(model.parameters()).device))
-    model.load_state_dict(weights, strict=False)
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.tie_weights()
+    kind, wanted = state.get("kind", "full"), "lora" if is_peft(model) else "full"
+    if kind != wanted:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a {kind} model, the model to load it into is a "
+                              f"{wanted} one; it was not loaded. Allowed: the use_peft of the run that wrote it")
+    if kind == "lora":
+        try:
+            load_adapter_weights(model, path)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {err}") from err
+    else:
+        weights = load_file(str(path / "model.safetensors"), device=str(next(model.parameters()).device))
+        model.load_state_dict(weights, strict=False)
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.tie_weights()
     optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"], optimizer))
     torch.set_rng_state(tensors["torch_rng"])
     version, internal, gauss = state["python_rng"]
@@ -355,22 +374,3 @@ def replace_run(output_dir: str | os.PathLike) -> list[str]:
                   f"({_describe(records, checkpoints)}); removed {', '.join(removed)}; other files kept", UserWarning,
                   stacklevel=2)
     return removed
-
-
-@contextmanager
-def termination_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM (``kill``, a job scheduler's stop) raises ``KeyboardInterrupt`` as Ctrl-C does, so a
-    run stopped either way writes its checkpoint; the previous handler is restored on exit. Outside the main thread,
-    where Python cannot set signal handlers, it changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

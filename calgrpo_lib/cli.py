@@ -6,6 +6,13 @@
 - ``policy build --out DIR [--steps N ...]``: (re)build the tiny policy from scratch
   (:func:`calgrpo_lib.policy_build.build_tiny_policy`; flags are the fields of its ``TinyBuildConfig``).
 - ``policy eval [--model tiny] [--n 512] [--groups K]``: a policy's greedy accuracy on held-out synthetic problems.
+- ``export --checkpoint DIR --out DIR``: a run's checkpoint (full or LoRA) as a plain merged Hugging Face model
+  folder (:func:`calgrpo_lib.lora.export_checkpoint`).
+- ``doctor``: what a real run needs to know first: device, dtype, libraries, key set or not (never shown), hub,
+  data (:func:`calgrpo_lib.doctor.print_doctor`).
+
+``train`` prints the run's memory estimate (:func:`calgrpo_lib.memory.estimate_memory`) before it starts; a run
+that cannot fit is refused with the numbers before any model loads.
 """
 
 from __future__ import annotations
@@ -94,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     policy = sub.add_parser("policy", help="build the tiny policy, or evaluate a policy")
     _add_policy_commands(policy)
+    export = sub.add_parser("export", help="write a checkpoint (full or LoRA) as a merged Hugging Face model folder")
+    export.add_argument("--checkpoint", required=True, help="a run's checkpoint folder, checkpoints/step-NNNNNN")
+    export.add_argument("--out", required=True, help="a new or empty folder for the merged model and tokenizer")
+    export.add_argument("--base-model", default=None, help="a LoRA run's base model (default: the run's own)")
+    sub.add_parser("doctor", help="what a real run needs: device, dtype, libraries, API key (never shown), hub, data")
     return parser
 
 
@@ -121,10 +133,42 @@ def _policy_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_main(args: argparse.Namespace) -> int:
+    from .checkpoints import verify_checkpoint
+    from .lora import export_checkpoint
+
+    problem = verify_checkpoint(args.checkpoint)
+    if problem:
+        print(f"calgrpo: error: --checkpoint {args.checkpoint!r} is damaged: {problem}", file=sys.stderr)
+        return 2
+    try:
+        out = export_checkpoint(args.checkpoint, args.out, base_model=args.base_model)
+    except (OSError, ValueError) as e:  # a missing base model, a non-empty --out, ...
+        print(f"calgrpo: error: {e}", file=sys.stderr)
+        return 2
+    print(f"merged model folder: {out} (load it with load_policy({str(out)!r}))")
+    return 0
+
+
+def _print_memory_estimate(config: GRPOConfig) -> None:
+    from .memory import estimate_memory, fits
+
+    estimate = estimate_memory(config)
+    if estimate is not None:  # None: the model's config could not be read (preflight names a bad model)
+        print(estimate.format(fits(estimate, config.device if config.device != "auto" else None)[1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "policy":
         return _policy_main(args)
+    if args.command == "export":
+        return _export_main(args)
+    if args.command == "doctor":
+        from .doctor import print_doctor
+
+        print_doctor()
+        return 0
     try:
         config = config_from_args(args)
     except (ValueError, TypeError) as e:
@@ -138,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import train  # heavy imports only when training
 
     try:
+        _print_memory_estimate(config)
         result = train(config)  # preflight, the run folder and the checkpoints are checked before the model loads
     except (PreflightError, RunFolderError, CheckpointError) as e:
         print(f"calgrpo: error: {e}", file=sys.stderr)

@@ -13,7 +13,12 @@ typo in a data path should not cost that minute and then end in a traceback):
   ``http(s)://`` base URL; ``gemini`` an installed client library and an API key (never shown); a judge's reply cache
   (``oracle_cache``, default ``<output_dir>/oracle_cache.sqlite``) must be a readable SQLite file or creatable in a
   writable folder;
-- **output_dir**: not a file, and creatable in a writable folder.
+- **output_dir**: not a file, and creatable in a writable folder;
+- **memory**: the run's peak (:func:`calgrpo_lib.memory.estimate_memory`, from the model's ``config.json`` alone)
+  must fit what the device has free now (:func:`calgrpo_lib.memory.fits`: CUDA's free memory, a CPU's available
+  RAM); else the estimate's table is shown with the fields that lower it. Skipped, with no error, when the model's
+  config cannot be read (the model check reports a bad model), when another check already failed, or for a run
+  handed a model object.
 
 Every problem found is listed in one :class:`PreflightError` (a ``ValueError``), each line naming the field, its
 value and what is allowed.
@@ -30,6 +35,7 @@ import torch
 
 from .config import GRPOConfig
 from .data import DATA_DIR_ENV, gsm8k_file, read_gsm8k_file
+from .memory import GiB, estimate_memory, fits
 from .oracle.gemini import HOW_TO_ENABLE, KEY_NAMES, client_library, gemini_key
 from .policy import model_source
 
@@ -165,14 +171,36 @@ def _check_output_dir(config: GRPOConfig) -> list[str]:
     return []
 
 
+def _check_memory(config: GRPOConfig) -> list[str]:
+    try:
+        estimate = estimate_memory(config)
+    except (ValueError, TypeError, KeyError):  # a config.json of an unexpected shape: no estimate, no error
+        return []
+    if estimate is None:
+        return []
+    ok, available = fits(estimate)
+    if ok:
+        return []
+    table = "\n".join("      " + line for line in estimate.format(available).splitlines())
+    return [f"memory: the run needs about {estimate.total / GiB:.2f} GiB at its peak ({estimate.peak_phase}) but "
+            f"{available / GiB:.2f} GiB are free on {estimate.device}:\n{table}\n"
+            f"    allowed: what fits; lower microbatch_size (now {config.microbatch_size}: activations and logits), "
+            f"max_new_tokens (now {config.max_new_tokens}) or prompts_per_step x num_generations (now "
+            f"{config.batch_size}: the KV cache), use_peft=True (now {config.use_peft}: no gradients or AdamW "
+            f"state for the base weights, no reference copy), gradient_checkpointing=True (now "
+            f"{config.gradient_checkpointing}: activations recomputed in the backward), or a smaller model"]
+
+
 def preflight(config: GRPOConfig, *, model: bool = True, oracle: bool = True) -> None:
     """Check what ``config`` needs beyond its values (see the module docstring); raise :class:`PreflightError`
-    listing every problem found, else return ``None``. ``model=False`` / ``oracle=False`` skip the model and oracle
-    checks (for a run handed a model or an oracle object)."""
+    listing every problem found, else return ``None``. ``model=False`` / ``oracle=False`` skip the model (and
+    memory) and oracle checks (for a run handed a model or an oracle object)."""
     if not isinstance(config, GRPOConfig):
         raise TypeError(f"config has type {type(config).__name__}; allowed: GRPOConfig")
     problems = _check_model("model", config.model) if model else []
     problems += _check_device(config) + _check_data(config) + (_check_oracle(config) if oracle else [])
     problems += _check_output_dir(config)
+    if model and not problems:  # the estimate needs a readable model on a device that is there
+        problems += _check_memory(config)
     if problems:
         raise PreflightError(problems)

@@ -64,14 +64,23 @@ def sequence_forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     model's default ``DynamicCache``) is computed for the ``U`` distinct prompts, copied to the ``n`` rows, and the
     completions run on top of it in one forward (``cache=``), the gradient of every copy adding up on its prompt's
     single forward (:func:`calgrpo_lib.sampling.prefill_shared`), so ``U * P + n * T`` tokens pass the model instead
-    of ``n * (P + T)``. Same logits up to float rounding, same gradients.
+    of ``n * (P + T)``. Same logits up to float rounding, same gradients. While gradient checkpointing acts (the
+    model in training mode, gradients on, :func:`calgrpo_lib.lora.enable_gradient_checkpointing`), the rows run
+    whole instead: a checkpointed layer drops any cache, so a shared prompt cache cannot pass it.
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (n, P + T)
     P = completion_start
-    if not share_prompts:
-        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+    if not share_prompts or _checkpointing(model):
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                      logits_to_keep=input_ids.shape[1] - P + 1).logits
     prompt = prefill_shared(model, input_ids[:, :P], attention_mask[:, :P], position_ids[:, :P])  # logits (n, 1, V)
     rest = model(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=position_ids[:, P:],
                  cache=prompt.cache, use_cache=True)  # logits (n, T, V)
     return torch.cat([prompt.logits, rest.logits], dim=1)  # (n, T + 1, V)
+
+
+def _checkpointing(model: Any) -> bool:
+    """Whether a forward of ``model`` now runs its layers under gradient checkpointing (training mode, gradients on,
+    a module's ``gradient_checkpointing`` flag set), as transformers' ``GradientCheckpointingLayer`` decides."""
+    return model.training and torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
+                                                               for m in model.modules())

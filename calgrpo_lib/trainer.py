@@ -9,8 +9,9 @@ notebook can run one step phase by phase):
 
 The trainer holds the state (model, optimizer, step, metrics) and composes the library's pieces; it draws nothing.
 Notebooks and the CLI watch it through ``callbacks``: callables ``f(event, record)`` with ``event`` in
-{"step", "eval"}. Each step's sampling is seeded by ``(seed, step)``, and checkpoints hold the model, optimizer,
-RNG states and metrics, so a resumed run repeats exactly what an uninterrupted one would have done.
+{"step", "eval"}. Each step's sampling is seeded by ``(seed, step)``, and checkpoints hold the model (with LoRA,
+``use_peft``: its adapters, see :mod:`calgrpo_lib.lora`), optimizer, RNG states and metrics, so a resumed run repeats
+exactly what an uninterrupted one would have done.
 """
 
 from __future__ import annotations
@@ -30,20 +31,23 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, num_zero_spread_groups
-from .checkpoints import check_run_folder, load_checkpoint, replace_run, save_checkpoint, termination_as_interrupt
+from .checkpoints import check_run_folder, load_checkpoint, replace_run, save_checkpoint
 from .config import GRPOConfig, lr_at_step
 from .credit import CreditStats, token_advantages
 from .data import load_problems
+from .interrupts import StepBoundaryStop
+from .lora import POLICY_FIELDS, adapters_disabled, is_peft, prepare_policy, trainable_parameters
 from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
 from .metrics_log import MetricsLog
 from .policy import load_policy
 from .preflight import preflight
 from .rewards import RewardBatch, batch_rewards
 from .rollout import Rollout, sample_rollouts, sequence_forward
+from .run_oracle import build_oracle
 from .sampling import greedy_accuracy
 from .spans import SpanStats, error_token_masks
 
-__all__ = ["Trainer", "TrainResult", "Scores", "Localization", "train", "build_oracle", "Callback", "TIMING_KEYS"]
+__all__ = ["Trainer", "TrainResult", "Scores", "Localization", "train", "Callback", "TIMING_KEYS"]
 
 Callback = Callable[[str, dict[str, Any]], None]
 TIMING_KEYS = ("time_generation", "time_rewards", "time_oracle", "time_credit", "time_loss", "time_optimizer",
@@ -102,25 +106,30 @@ class Trainer:
         self._resume_from = check_run_folder(self.output_dir, config.to_dict())
         random.seed(config.seed)
         torch.manual_seed(config.seed)
-        device = None if config.device == "auto" else config.device
-        dtype = None if config.dtype == "auto" else config.dtype
         if model is None:
-            model, tokenizer = load_policy(config.model, device=device, dtype=dtype)
+            model, tokenizer = load_policy(config.model, device=None if config.device == "auto" else config.device,
+                                           dtype=None if config.dtype == "auto" else config.dtype)
+        model = prepare_policy(model, **{f: getattr(config, f) for f in POLICY_FIELDS})  # LoRA, checkpointing
         self.model, self.tokenizer = model, tokenizer
-        self.ref_model = None
-        if config.beta > 0:  # frozen copy of the starting policy for the KL term
+        self.ref_model = None  # the KL's reference (the starting policy); a LoRA run's is its base, adapters off
+        if config.beta > 0 and not is_peft(model):
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.oracle = oracle if oracle is not None else build_oracle(config)
         self.train_problems = load_problems(config.task, "train", n=config.train_size, seed=config.seed,
                                             path=config.data_path)
         self.eval_problems = (load_problems(config.task, "test", n=config.eval_size, seed=0, path=config.data_path)
                               if config.eval_size else [])
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+        trained = trainable_parameters(model)
+        if any(p.dtype in (torch.bfloat16, torch.float16) for p in trained):  # AdamW updates its weights in place
+            warnings.warn(f"the trained weights are {trained[0].dtype}: AdamW's updates at learning_rate="
+                          f"{config.learning_rate} can fall below their resolution and be lost; use dtype='float32' "
+                          "(or use_peft=True, whose adapters are float32)", UserWarning, stacklevel=2)
+        self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
         self._optimizer_time = 0.0
         self.optimizer.register_step_pre_hook(self._start_optimizer_clock)
         self.optimizer.register_step_post_hook(self._stop_optimizer_clock)
         self.step_count = 0
+        self._stop = StepBoundaryStop()  # in train(): Ctrl-C / SIGTERM wait for the open step to end
         if config.overwrite:  # only now, once the model and data loaded: a failed start replaces nothing
             replace_run(self.output_dir)
         self.log = MetricsLog(self.output_dir)
@@ -142,29 +151,32 @@ class Trainer:
         t3 = time.perf_counter()
         token_adv, credit_stats = self.credit(rollout, scores, located)  # (N, T)
         t4 = time.perf_counter()
-        update_metrics = self.update(rollout, token_adv)  # learning rate, loss metrics of the last pass
-        t5 = time.perf_counter()
+        with self._stop.step_open():  # from the weights' first change to the step's record
+            update_metrics = self.update(rollout, token_adv)  # learning rate, loss metrics of the last pass
+            t5 = time.perf_counter()
 
-        self.step_count += 1
-        reward, lengths = scores.reward, rollout.completion_mask.sum(dim=1).float()  # (N,), (N,)
-        num_prompts = len(rollout.problems) // cfg.num_generations  # B
-        record = {
-            "kind": "train", "step": self.step_count,
-            "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
-            "reward_min": reward.min().item(), "reward_max": reward.max().item(),
-            "accuracy": statistics.fmean(scores.rewards.correct),
-            "format_rate": statistics.fmean(scores.rewards.formatted),
-            "zero_spread_frac": num_zero_spread_groups(reward, cfg.num_generations) / num_prompts,
-            "completion_len_mean": lengths.mean().item(),
-            **update_metrics, **located.oracle_stats,
-            "span_hit_rate": located.span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
-            "error_tokens": credit_stats.num_error_tokens,
-            "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": located.oracle_time_s,
-            "time_credit": (t3 - t2 - located.oracle_time_s) + (t4 - t3),  # quotes -> token masks, token credit
-            "time_loss": t5 - t4 - self._optimizer_time, "time_optimizer": self._optimizer_time,
-            "time_step": t5 - t0,
-        }
-        self._emit("step", record)
+            self.step_count += 1
+            reward, lengths = scores.reward, rollout.completion_mask.sum(dim=1).float()  # (N,), (N,)
+            num_prompts = len(rollout.problems) // cfg.num_generations  # B
+            record = {
+                "kind": "train", "step": self.step_count,
+                "reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
+                "reward_min": reward.min().item(), "reward_max": reward.max().item(),
+                "accuracy": statistics.fmean(scores.rewards.correct),
+                "format_rate": statistics.fmean(scores.rewards.formatted),
+                "zero_spread_frac": num_zero_spread_groups(reward, cfg.num_generations) / num_prompts,
+                "completion_len_mean": lengths.mean().item(),
+                **update_metrics, **located.oracle_stats,
+                "span_hit_rate": located.span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
+                "error_tokens": credit_stats.num_error_tokens,
+                "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": located.oracle_time_s,
+                "time_credit": (t3 - t2 - located.oracle_time_s) + (t4 - t3),  # quotes -> token masks, token credit
+                "time_loss": t5 - t4 - self._optimizer_time, "time_optimizer": self._optimizer_time,
+                "time_step": t5 - t0,
+            }
+            self.log.log(record)
+        for callback in self.callbacks:
+            callback("step", record)
         return record
 
     def rollout(self) -> Rollout:
@@ -240,8 +252,9 @@ class Trainer:
                  "completion_mask": rollout.completion_mask, "advantages": token_adv}
         if cfg.num_iterations > 1:  # the sampling policy, fixed for all passes
             batch["old_logp"] = self.logprobs(rollout)  # (N, T)
-        if self.ref_model is not None:
-            batch["ref_logp"] = self.logprobs(rollout, self.ref_model)  # (N, T)
+        if cfg.beta > 0:  # a frozen copy of the starting policy; a LoRA run's base model: itself, adapters off
+            with adapters_disabled(self.model):
+                batch["ref_logp"] = self.logprobs(rollout, self.ref_model)  # (N, T)
         num_tokens = int(rollout.completion_mask.sum().item())
         start = rollout.completion_start
 
@@ -296,6 +309,11 @@ class Trainer:
         self._emit("eval", record)
         return record
 
+    def _eval_due(self) -> bool:
+        """A scheduled held-out evaluation at this step (the last step's is ``eval_after``)."""
+        k, cfg = self.step_count, self.config
+        return bool(self.eval_problems) and cfg.eval_every > 0 and 0 < k < cfg.max_steps and k % cfg.eval_every == 0
+
     def _emit(self, event: str, record: dict[str, Any]) -> None:
         self.log.log(record)
         for callback in self.callbacks:
@@ -340,58 +358,36 @@ class Trainer:
         eval_before = evals[0] if evals else (self.evaluate() if self.eval_problems else None)
         interrupted = False
         bar = tqdm(total=cfg.max_steps, initial=self.step_count, desc="GRPO", disable=not self.progress)
-        with termination_as_interrupt():  # SIGTERM too writes a checkpoint and returns interrupted
+        with self._stop.active():  # Ctrl-C / SIGTERM: the open step ends, a checkpoint is written, return interrupted
             try:
+                if self._eval_due() and self.step_count not in {r["step"] for r in self.log.of_kind("eval")}:
+                    self.evaluate()  # a resume at a step whose scheduled evaluation an interrupt cut off
                 while self.step_count < cfg.max_steps:
                     record = self.step()
+                    self._stop.check()  # a stop signal held during the step: stop here, at its boundary
                     bar.update(1)
                     bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['accuracy']:.2f}")
-                    last = self.step_count == cfg.max_steps
-                    if self.eval_problems and cfg.eval_every and self.step_count % cfg.eval_every == 0 and not last:
+                    if self._eval_due():
                         self.evaluate()
-                    if last or (cfg.save_every and self.step_count % cfg.save_every == 0):
+                    if self.step_count == cfg.max_steps or (cfg.save_every and self.step_count % cfg.save_every == 0):
                         self.save_checkpoint()
             except KeyboardInterrupt:
                 interrupted = True
-                self.save_checkpoint()
+                if self._stop.inconsistent:  # cut inside a step's update: the state in memory is no step's
+                    warnings.warn("interrupted inside a step's update (not by a signal, which waits for the step's "
+                                  "end): no checkpoint written; a resume redoes the steps after the newest one",
+                                  stacklevel=2)
+                else:
+                    self.save_checkpoint()
             finally:
                 bar.close()
-        eval_after = None
-        if not interrupted and self.eval_problems:
-            eval_after = self.evaluate()
+        eval_after = self.evaluate() if not interrupted and self.eval_problems else None
         self.log.close()
         summary = self.oracle.stats.summary() if hasattr(getattr(self.oracle, "stats", None), "summary") else None
         if summary is not None:  # the run's faults by cause, next to metrics.jsonl's per-step counts
             (self.output_dir / "oracle_summary.json").write_text(json.dumps(summary, indent=1, default=str))
         return TrainResult(cfg, self.step_count, eval_before, eval_after, self.log.of_kind("train"),
                            self.log.of_kind("eval"), time.perf_counter() - t_start, interrupted, summary)
-
-
-def build_oracle(config: GRPOConfig) -> Any:
-    """The oracle named by ``config.oracle`` (None for "none"), with its sqlite cache in the run folder."""
-    from . import oracle as oracles
-
-    if config.oracle == "none":
-        return None
-    cache = config.oracle_cache or str(Path(config.output_dir) / "oracle_cache.sqlite")
-    Path(cache).parent.mkdir(parents=True, exist_ok=True)
-    if config.oracle == "stepcheck":  # exact and fast: no cache needed
-        return oracles.StepCheckOracle()
-    run = oracles.OracleConfig(concurrency=config.oracle_concurrency, timeout_s=config.oracle_timeout_s,
-                               batch_timeout_s=config.oracle_batch_timeout_s)
-    exact = oracles.StepCheckOracle()  # judges an item whenever a call of the LLM judge fails
-    if config.oracle == "gemini":
-        kwargs = {"model": config.oracle_model} if config.oracle_model else {}
-        return oracles.GeminiOracle(**kwargs, base_url=config.oracle_base_url, config=run, cache=cache, fallback=exact)
-    if config.oracle == "openai":
-        if not config.oracle_model:
-            raise ValueError("oracle='openai' needs oracle_model (the served model name, e.g. 'qwen2.5:7b')")
-        base = config.oracle_base_url or "http://127.0.0.1:8000/v1"
-        return oracles.OpenAICompatibleOracle(config.oracle_model, base, config=run, cache=cache, fallback=exact)
-    if not config.oracle_model:
-        raise ValueError("oracle='local' needs oracle_model (a hub id or local folder of a causal LM judge)")
-    judge, judge_tok = load_policy(config.oracle_model)
-    return oracles.LocalJudgeOracle(judge, judge_tok, config=run, cache=cache, fallback=exact)
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:

@@ -10,6 +10,7 @@ request is recorded with its arrival time ``t`` (``time.monotonic()``). The serv
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,21 @@ def minute_quota_error() -> dict:
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
          "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}])
+
+
+def user_prompt(request: dict) -> str:
+    """The user message of a recorded judge request, Gemini (``contents``) or OpenAI-style (``messages``)."""
+    body = request["json"]
+    if "contents" in body:
+        return body["contents"][0]["parts"][0]["text"]
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
+def solution_steps(request: dict) -> list[str]:
+    """The numbered steps of the response a judge request asks about (the ``### Your task`` block), unnumbered."""
+    block = user_prompt(request).rsplit("### Your task", 1)[1].split("<solution>\n", 1)[1]
+    block = block.rsplit("\n</solution>", 1)[0]
+    return [re.sub(r"^\[\d+\] ", "", line) for line in block.splitlines()]
 
 
 def chat_reply(text: str) -> dict:

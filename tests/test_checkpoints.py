@@ -138,6 +138,20 @@ def test_the_manifest_lists_every_file_with_its_size_and_hash(tmp_path):
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def test_the_files_a_checkpoint_needs_depend_on_its_kind(tmp_path):
+    """A full model's checkpoint needs model.safetensors, a LoRA one its adapters (tests/test_lora.py saves one); a
+    manifest without a kind (written before LoRA) is a full one."""
+    model, optimizer = _trained()
+    path = _save(tmp_path, 1, model, optimizer)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["kind"] == "full" and json.loads((path / "trainer_state.json").read_text())["kind"] == "full"
+    for kind, problem in (("lora", "manifest.json lists no adapter_model.safetensors"),
+                          ("xyz", "manifest.json names an unknown kind 'xyz'"), (None, None)):
+        changed = {k: v for k, v in manifest.items() if k != "kind"} | ({} if kind is None else {"kind": kind})
+        (path / "manifest.json").write_text(json.dumps(changed))
+        assert verify_checkpoint(path) == problem
+
+
 def _truncate(path):
     file = path / "model.safetensors"
     file.write_bytes(file.read_bytes()[:-10])

@@ -19,12 +19,14 @@ PACKAGE = "calgrpo_lib"
 #: lowest first; ``oracle`` stands for the package ``calgrpo_lib.oracle`` and all its modules
 LAYERS: dict[str, tuple[str, ...]] = {
     "world": ("validation", "tasks", "arithmetic", "claims", "grounding", "data", "rewards", "steps",
-              "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build"),
+              "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build", "lora", "rehearsal"),
     "math": ("advantages", "credit", "loss"),
     "spans": ("quotes", "spans"),
     "oracle": ("oracle",),
-    "loop": ("config", "preflight", "rollout", "checkpoints", "trainer", "metrics_log"),
-    "face": ("cli", "experiment", "viz", "advantage_plots", "curves", "tables", "exercises", "notebook", "__main__"),
+    "loop": ("config", "memory", "preflight", "rollout", "checkpoints", "interrupts", "run_oracle", "trainer",
+             "metrics_log"),
+    "face": ("cli", "experiment", "viz", "advantage_plots", "curves", "tables", "exercises", "notebook", "doctor",
+             "__main__"),
 }
 MAX_LINES = 400
 MAX_ORACLE_MODULES = 12

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from calgrpo_lib.checkpoints import CheckpointError, RunFolderError, verify_checkpoint
 from calgrpo_lib.config import GRPOConfig
@@ -217,3 +218,26 @@ def test_default_preset_raises_held_out_greedy_accuracy_on_a_small_budget(tmp_pa
                    progress=False)
     before, after = result.eval_before["accuracy"], result.eval_after["accuracy"]
     assert result.steps_done == 25 and after >= before + 0.05, (before, after)
+
+
+def test_half_precision_trained_weights_are_warned_about_and_lora_adapters_are_not(tmp_path):
+    """AdamW updates its weights in place: at small learning rates a bfloat16 weight does not move (10 steps at lr
+    1e-6 changed 2% of bf16 weights, 99.95% of float32 ones), so the trainer says so; LoRA adapters are float32."""
+    import warnings
+
+    from calgrpo_lib.policy import load_policy
+
+    p = torch.nn.Parameter((torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 0.02).bfloat16())
+    start = p.detach().clone()
+    opt = torch.optim.AdamW([p], lr=1e-6)
+    for _ in range(10):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    assert (p.detach() != start).float().mean() < 0.1  # the fact the warning is about
+    model, tok = load_policy("tiny", device="cpu", dtype="bfloat16")
+    with pytest.warns(UserWarning, match=r"trained weights are torch.bfloat16.*use dtype='float32'"):
+        Trainer(_small(tmp_path / "full", learning_rate=1e-6), model=model, tokenizer=tok, progress=False)
+    model, tok = load_policy("tiny", device="cpu", dtype="bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        Trainer(_small(tmp_path / "lora", use_peft=True), model=model, tokenizer=tok, progress=False)
