@@ -26,3 +26,14 @@ def gsm8k_dir() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return found
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if anything tries to load a model (the checks before model work must come first)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the checks")
+
+    monkeypatch.setattr("calgrpo_lib.trainer.load_policy", refuse)
+    monkeypatch.setattr("calgrpo_lib.policy.load_policy", refuse)

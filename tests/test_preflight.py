@@ -14,17 +14,6 @@ from calgrpo_lib.config import GRPOConfig
 from calgrpo_lib.preflight import PreflightError, preflight
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Fail the test if anything tries to load a model."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the checks")
-
-    monkeypatch.setattr("calgrpo_lib.trainer.load_policy", refuse)
-    monkeypatch.setattr("calgrpo_lib.policy.load_policy", refuse)
-
-
 def _fails(config: GRPOConfig, *fragments: str) -> str:
     """Build a Trainer from ``config`` (the way every run starts); it must fail in preflight naming ``fragments``."""
     from calgrpo_lib.trainer import Trainer
