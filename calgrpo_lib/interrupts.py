@@ -52,7 +52,8 @@ class StepBoundaryStop:
 
     @contextmanager
     def step_open(self) -> Iterator[None]:
-        """Mark the state as mid-step (from the first change of the weights to the step's record)."""
+        """Mark the state as mid-step (from the first change of the weights to the step's record), or any work a stop
+        must not cut short (writing a checkpoint): stop signals are held until :meth:`check`."""
         self._open = True
         try:
             yield

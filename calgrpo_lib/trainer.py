@@ -370,7 +370,9 @@ class Trainer:
                     if self._eval_due():
                         self.evaluate()
                     if self.step_count == cfg.max_steps or (cfg.save_every and self.step_count % cfg.save_every == 0):
-                        self.save_checkpoint()
+                        with self._stop.step_open():  # a stop signal waits for the checkpoint to be written
+                            self.save_checkpoint()
+                        self._stop.check()
             except KeyboardInterrupt:
                 interrupted = True
                 if self._stop.inconsistent:  # cut inside a step's update: the state in memory is no step's
@@ -378,7 +380,8 @@ class Trainer:
                                   "end): no checkpoint written; a resume redoes the steps after the newest one",
                                   stacklevel=2)
                 else:
-                    self.save_checkpoint()
+                    with self._stop.step_open():  # a second Ctrl-C / SIGTERM does not cut this checkpoint short
+                        self.save_checkpoint()
             finally:
                 bar.close()
         eval_after = self.evaluate() if not interrupted and self.eval_problems else None

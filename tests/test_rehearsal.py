@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -396,11 +397,14 @@ def test_cli_rehearsal_killed_inside_a_step_resumes_exactly(models, gsm8k_dir, t
     judge = FaultyJudge("gemini")
     run = tmp_path / "cli"
     sent: list[int] = []
+    once = threading.Lock()  # the fake judge serves concurrent requests: only one of them sends the signal
 
     def kill_once(request: dict) -> None:
-        if not sent and (run / "checkpoints" / f"step-{KILL_AFTER:06d}").is_dir():
+        with once:
+            if sent or not (run / "checkpoints" / f"step-{KILL_AFTER:06d}").is_dir():
+                return
             sent.append(1)
-            os.kill(os.getpid(), signal.SIGTERM)  # the trainer turns it into Ctrl-C (main thread)
+        os.kill(os.getpid(), signal.SIGTERM)  # the trainer turns it into Ctrl-C (main thread)
 
     previous = signal.signal(signal.SIGTERM, lambda *a: None)  # outside the trainer, a stray SIGTERM is ignored
     try:

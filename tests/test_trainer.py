@@ -241,3 +241,24 @@ def test_half_precision_trained_weights_are_warned_about_and_lora_adapters_are_n
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         Trainer(_small(tmp_path / "lora", use_peft=True), model=model, tokenizer=tok, progress=False)
+
+
+def test_a_second_ctrl_c_while_the_interrupt_checkpoint_is_written_does_not_cut_it_short(tmp_path):
+    """Ctrl-C, then Ctrl-C again while the checkpoint of the first is being written: the checkpoint is complete
+    (its manifest verifies) and the run returns interrupted instead of dying inside the save."""
+    trainer = Trainer(_small(tmp_path, max_steps=3), progress=False)
+    save = trainer.save_checkpoint
+
+    def save_with_a_second_signal():
+        os.kill(os.getpid(), signal.SIGINT)  # lands while the checkpoint is written
+        return save()
+
+    def first_signal(event, record):
+        if event == "step" and record["step"] == 1:
+            trainer.save_checkpoint = save_with_a_second_signal
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer.callbacks.append(first_signal)
+    result = trainer.train()
+    assert result.interrupted and result.steps_done == 1
+    assert verify_checkpoint(tmp_path / "checkpoints" / "step-000001") is None
