@@ -23,7 +23,7 @@ import torch
 from .data import DATA_DIR_ENV, find_data_dir
 from .memory import GiB, available_memory
 from .oracle.gemini import KEY_NAMES, gemini_key
-from .policy import TINY, model_source, pick_device, pick_dtype
+from .policy import TINY, hub_offline, model_source, pick_device, pick_dtype
 
 __all__ = ["doctor_report", "print_doctor", "OPTIONAL_LIBRARIES", "HUB_URL"]
 
@@ -53,12 +53,8 @@ def _version(distribution: str) -> str:
         return "?"
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _hub_line(timeout_s: float) -> str:
-    if _hub_offline():
+    if hub_offline():
         return f"offline (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}): models must be in a folder or the local cache"
     import httpx
 

@@ -154,10 +154,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise ValueError(f"gradient_checkpointing=True: {type(base).__name__} does not support gradient "
                          "checkpointing; allowed: gradient_checkpointing=False for this model")
-    if hasattr(base, "activation_checkpointing_enable"):
-        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:  # transformers < 5.24
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def prepare_policy(model: torch.nn.Module, *, use_peft: bool = False, lora_r: int = 16, lora_alpha: int = 32,

@@ -65,7 +65,7 @@ from typing import Any
 import torch
 
 from .config import GRPOConfig
-from .policy import model_source, pick_device, pick_dtype
+from .policy import hub_offline, model_source, pick_device, pick_dtype
 from .rehearsal import KNOWN_MODELS
 from .validation import check_type
 
@@ -167,7 +167,7 @@ def _config_json(name: str) -> dict[str, Any] | None:
 
             file = try_to_load_from_cache(path, "config.json")
             if not isinstance(file, str):
-                if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+                if hub_offline():
                     return None
                 from huggingface_hub import hf_hub_download
 

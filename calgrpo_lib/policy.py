@@ -26,7 +26,7 @@ from .validation import check_choice, check_type
 
 __all__ = [
     "TINY", "TINY_DIR", "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN", "load_policy", "pick_device", "pick_dtype",
-    "model_source", "WEIGHT_FILES",
+    "model_source", "hub_offline", "WEIGHT_FILES",
 ]
 
 TINY = "tiny"
@@ -75,6 +75,12 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set now (``1``, ``true``, ``yes`` or ``on``): the hub may not be asked for
+    anything. Read at each call, not at import, so a change of the environment counts."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path") -> tuple[str, str]:
     """Where a model would load from, checked without loading it: ``("folder", path)`` (``"tiny"`` is the shipped
     folder) or ``("hub", id)``.
@@ -101,7 +107,7 @@ def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path") -
         return "folder", os.fspath(path)
     if name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or path.exists():
         raise FileNotFoundError(f"{field}={name!r} is not a folder; {allowed}")
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "config.json"), str):

@@ -37,7 +37,7 @@ from .config import GRPOConfig
 from .data import DATA_DIR_ENV, gsm8k_file, read_gsm8k_file
 from .memory import GiB, estimate_memory, fits
 from .oracle.gemini import HOW_TO_ENABLE, KEY_NAMES, client_library, gemini_key
-from .policy import model_source
+from .policy import hub_offline, model_source
 
 __all__ = ["preflight", "PreflightError", "REMOTE_ORACLES"]
 
@@ -52,10 +52,6 @@ class PreflightError(ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} found before the "
                          f"run started (no model was loaded):\n{lines}")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _writable(folder: Path) -> bool:
@@ -105,7 +101,7 @@ def _check_data(config: GRPOConfig) -> list[str]:
             file = gsm8k_file(split, config.data_path)
             if file is not None:
                 read_gsm8k_file(file, split)
-            elif _hub_offline():
+            elif hub_offline():
                 problems.append(f"task='gsm8k' with data_path=None and no {DATA_DIR_ENV}: GSM8K would come from the "
                                 "hub, but HF_HUB_OFFLINE is set; allowed: data_path=FOLDER or FILE of GSM8K JSONL")
                 break
