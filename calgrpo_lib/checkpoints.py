@@ -1,7 +1,8 @@
 """Checkpoints of a training run, and the rules of the run folder they live in.
 
 A run folder (``output_dir``) holds ``metrics.jsonl`` / ``metrics.csv`` (see :mod:`calgrpo_lib.metrics_log`),
-``tensorboard/``, the oracle's cache and ``checkpoints/``, one folder per checkpoint, ``checkpoints/step-NNNNNN``:
+``tensorboard/``, the oracle's cache, an RM run's ``reward_calibration.json`` and ``checkpoints/``, one folder per
+checkpoint, ``checkpoints/step-NNNNNN``:
 
 - the model and tokenizer (``save_pretrained``: ``model.safetensors``, ``config.json``, the tokenizer files); a LoRA
   run's model is its adapters only (``adapter_model.safetensors``, ``adapter_config.json``, peft's ``README.md``), its
@@ -9,7 +10,8 @@ A run folder (``output_dir``) holds ``metrics.jsonl`` / ``metrics.csv`` (see :mo
 - ``trainer_state.safetensors``: the optimizer's state tensors (``optimizer.<param>.<name>``) and the torch RNG
   state (``torch_rng``, uint8);
 - ``trainer_state.json``: the step, the Python RNG state, the optimizer's param groups and its non-tensor state
-  values, the run's config;
+  values, the run's config, the state of the run's other parts (``extra_state``, e.g. the reward model's
+  calibration);
 - ``metrics.json``: the run's records so far;
 - ``manifest.json``, written last: every other file's relative path, size and sha256.
 
@@ -45,12 +47,13 @@ import torch
 
 from .lora import ADAPTER_FILES, is_peft, load_adapter_weights
 
-__all__ = ["MANIFEST", "RESUME_FREE_FIELDS", "CheckpointError", "RunFolderError", "checkpoint_folders",
-           "save_checkpoint", "load_checkpoint", "verify_checkpoint", "latest_good_checkpoint",
-           "read_checkpoint_config", "resume_config_diff", "check_resume_config", "run_folder_contents",
-           "check_run_folder", "replace_run"]
+__all__ = ["MANIFEST", "CALIBRATION_FILE", "RESUME_FREE_FIELDS", "CheckpointError", "RunFolderError",
+           "checkpoint_folders", "save_checkpoint", "load_checkpoint", "verify_checkpoint", "latest_good_checkpoint",
+           "read_checkpoint_config", "read_checkpoint_state", "resume_config_diff", "check_resume_config",
+           "run_folder_contents", "check_run_folder", "replace_run"]
 
 MANIFEST = "manifest.json"  #: the file a checkpoint is complete with, written last
+CALIBRATION_FILE = "reward_calibration.json"  #: a run folder's record of its RM warm-up (calgrpo_lib.scoring)
 MANIFEST_FORMAT = "calgrpo-checkpoint/2"  #: ``format`` of a manifest (1 was the pickled ``trainer_state.pt``)
 _STATE = ("trainer_state.safetensors", "trainer_state.json")
 _REQUIRED = {"full": ("model.safetensors", *_STATE), "lora": (*ADAPTER_FILES, *_STATE)}  #: by the manifest's kind
@@ -136,13 +139,15 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any],
 
 
 def save_checkpoint(root: str | os.PathLike, step: int, *, model: Any, tokenizer: Any,
-                    optimizer: torch.optim.Optimizer, config: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+                    optimizer: torch.optim.Optimizer, config: dict[str, Any], records: list[dict[str, Any]],
+                    extra_state: dict[str, Any] | None = None) -> Path:
     """Write ``<root>/step-NNNNNN`` (replacing one of the same step) and return it.
 
     The current RNG states are stored with it, so call this right after the step it records. ``config`` is stored
     as JSON (``GRPOConfig.to_dict()``; a value JSON cannot hold, in ``extra``, as its ``repr``). Temporary folders
     that a run killed while writing left behind (``.tmp-step-*``) are removed first; the manifest is written last,
-    before the folder is renamed into place.
+    before the folder is renamed into place. ``extra_state`` (JSON values) is the state of the run's other parts,
+    e.g. its reward scorer's; :func:`read_checkpoint_state` gives it back.
     """
     from safetensors.torch import save_file
 
@@ -158,7 +163,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, model: Any, tokenizer
     tensors, optimizer_values = _optimizer_parts(optimizer)
     save_file({**tensors, "torch_rng": torch.get_rng_state()}, str(tmp / "trainer_state.safetensors"))
     state = {"step": step, "kind": kind, "python_rng": random.getstate(), "optimizer": optimizer_values,
-             "config": config}
+             "config": config, "extra_state": extra_state or {}}
     (tmp / "trainer_state.json").write_text(json.dumps(state, default=repr), encoding="utf-8")  # extra: any value
     (tmp / "metrics.json").write_text(json.dumps(records), encoding="utf-8")
     files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
@@ -243,6 +248,11 @@ def load_checkpoint(path: str | os.PathLike, model: Any, optimizer: torch.optim.
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
     """The config (a dict, as ``GRPOConfig.to_dict()`` gave it) stored in the checkpoint folder ``path``."""
     return json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))["config"]
+
+
+def read_checkpoint_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``extra_state`` stored in the checkpoint folder ``path`` (``{}`` when it holds none)."""
+    return json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8")).get("extra_state") or {}
 
 
 def latest_good_checkpoint(root: str | os.PathLike) -> Path | None:
@@ -352,8 +362,9 @@ def check_run_folder(output_dir: str | os.PathLike, config: dict[str, Any]) -> P
 
 def replace_run(output_dir: str | os.PathLike) -> list[str]:
     """Delete the run in ``output_dir`` (its checkpoints, temporary checkpoint folders, ``metrics.jsonl``,
-    ``metrics.csv`` and ``tensorboard/``) with a ``UserWarning`` saying what was removed; return the removed names
-    (``[]``, and no warning, when it holds none). Other files (the oracle's cache, a user's notes) stay."""
+    ``metrics.csv``, ``tensorboard/`` and ``reward_calibration.json``) with a ``UserWarning`` saying what was
+    removed; return the removed names (``[]``, and no warning, when it holds none). Other files (the oracle's
+    cache, a user's notes) stay."""
     folder = Path(output_dir)
     records, checkpoints = run_folder_contents(folder)
     if not records and not checkpoints:
@@ -361,7 +372,7 @@ def replace_run(output_dir: str | os.PathLike) -> list[str]:
     removed = [f"checkpoints/{p.name}" for p in checkpoints]
     for path in checkpoints + sorted((folder / "checkpoints").glob(".tmp-step-*")):
         shutil.rmtree(path)
-    for name in ("metrics.jsonl", "metrics.csv", "tensorboard"):
+    for name in ("metrics.jsonl", "metrics.csv", "tensorboard", CALIBRATION_FILE):
         path = folder / name
         if path.is_dir():
             shutil.rmtree(path)

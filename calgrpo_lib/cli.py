@@ -6,6 +6,10 @@
 - ``policy build --out DIR [--steps N ...]``: (re)build the tiny policy from scratch
   (:func:`calgrpo_lib.policy_build.build_tiny_policy`; flags are the fields of its ``TinyBuildConfig``).
 - ``policy eval [--model tiny] [--n 512] [--groups K]``: a policy's greedy accuracy on held-out synthetic problems.
+- ``reward-model build --out DIR [--steps N ...]``: (re)build the tiny outcome reward model
+  (:func:`calgrpo_lib.reward_model_build.build_tiny_reward_model`; flags are the fields of its ``RMBuildConfig``).
+- ``reward-model eval [--model tiny-rm] [--fresh N]``: a reward model's accuracy at threshold 0 and within-group
+  ranking rate, on the model folder's ``heldout.jsonl`` (default) or on answers freshly sampled from the tiny policy.
 - ``export --checkpoint DIR --out DIR``: a run's checkpoint (full or LoRA) as a plain merged Hugging Face model
   folder (:func:`calgrpo_lib.lora.export_checkpoint`).
 - ``doctor``: what a real run needs to know first: device, dtype, libraries, key set or not (never shown), hub,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from typing import Any
@@ -26,6 +31,8 @@ from typing import Any
 from .config import PRESETS, GRPOConfig, preset
 from .policy import TINY, TINY_DIR, load_policy
 from .policy_build import TinyBuildConfig, build_tiny_policy
+from .reward_model import TINY_RM, TINY_RM_DIR
+from .reward_model_build import RMBuildConfig
 from .sampling import greedy_accuracy, group_stats
 from .tasks import generate_problems
 
@@ -92,6 +99,23 @@ def _add_policy_commands(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--groups", type=int, default=0, help="also sample G=8 groups for this many problems")
 
 
+def _add_reward_model_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="rm_command", required=True)
+    b = sub.add_parser("build", help="train the tiny outcome reward model and save it as a HF folder")
+    b.add_argument("--out", required=True, help=f"output folder (the shipped one is {TINY_RM_DIR})")
+    for f in fields(RMBuildConfig):
+        b.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f"{f.metadata['help']} (default %(default)s)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="accuracy and within-group ranking rate of a reward model")
+    e.add_argument("--model", default=TINY_RM, help="'tiny-rm', a local folder or a hub id")
+    e.add_argument("--heldout", default=None, help="a heldout.jsonl to re-score (default: the model folder's)")
+    e.add_argument("--fresh", type=int, default=0, metavar="N",
+                   help="score answers freshly sampled from the tiny policy for N new test problems instead")
+    e.add_argument("--samples", type=int, default=4, help="answers sampled per problem with --fresh")
+    e.add_argument("--seed", type=int, default=1234, help="problems and sampling seed with --fresh")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calgrpo", description="GRPO with credit-assignment oracles.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     policy = sub.add_parser("policy", help="build the tiny policy, or evaluate a policy")
     _add_policy_commands(policy)
+    rm = sub.add_parser("reward-model", help="build the tiny outcome reward model, or evaluate a reward model")
+    _add_reward_model_commands(rm)
     export = sub.add_parser("export", help="write a checkpoint (full or LoRA) as a merged Hugging Face model folder")
     export.add_argument("--checkpoint", required=True, help="a run's checkpoint folder, checkpoints/step-NNNNNN")
     export.add_argument("--out", required=True, help="a new or empty folder for the merged model and tokenizer")
@@ -133,6 +159,40 @@ def _policy_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward_model_main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .reward_model import RewardModel, reward_model_source
+    from .reward_model_build import build_tiny_reward_model, sample_answers
+    from .reward_model_eval import read_heldout, rm_metrics, score_rows
+
+    try:
+        if args.rm_command == "build":
+            cfg = RMBuildConfig(**{f.name: getattr(args, f.name) for f in fields(RMBuildConfig)})
+            info = build_tiny_reward_model(args.out, cfg, progress=not args.quiet)
+            print(json.dumps({k: v for k, v in info.items() if k in ("heldout", "build_seconds", "weights_sha256")}))
+            return 0
+        if args.fresh:
+            model, tok = load_policy(TINY)
+            rows = sample_answers(model, tok, generate_problems(args.fresh, seed=args.seed, split="test"),
+                                  args.samples, seed=args.seed)
+        else:
+            kind, path = reward_model_source(args.model)
+            heldout = Path(args.heldout or (Path(path) / "heldout.jsonl" if kind == "folder" else ""))
+            if not heldout.is_file():
+                raise FileNotFoundError(f"--heldout {os.fspath(heldout)!r} is not a file; pass a heldout.jsonl or "
+                                        "--fresh N")
+            rows = read_heldout(heldout)
+        metrics = rm_metrics(rows, score_rows(RewardModel.load(args.model), rows))
+    except (OSError, ValueError, TypeError) as e:
+        print(f"calgrpo: error: {e}", file=sys.stderr)
+        return 2
+    print(f"accuracy {metrics['accuracy']:.4f} of {metrics['n']}; ranking rate {metrics['ranking']['rate']} over "
+          f"{metrics['ranking']['pairs']} pairs")
+    print(json.dumps(metrics))
+    return 0
+
+
 def _export_main(args: argparse.Namespace) -> int:
     from .checkpoints import verify_checkpoint
     from .lora import export_checkpoint
@@ -162,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "policy":
         return _policy_main(args)
+    if args.command == "reward-model":
+        return _reward_model_main(args)
     if args.command == "export":
         return _export_main(args)
     if args.command == "doctor":
@@ -197,6 +259,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oracle: {faults['calls']} calls, {faults['cache_hits']} cache hits, {faults['retries']} retries, "
               f"{faults['fallbacks']} fallbacks; failures {faults['failures_by_cause'] or 0}; unlocalized "
               f"{faults['unlocalized_by_cause'] or 0}{stopped} (oracle_summary.json in {config.output_dir})")
+    rm_steps = [r for r in result.history if "rm_score_mean" in r]
+    if rm_steps:  # an RM run: what the RM said over the run, next to metrics.jsonl's per-step values
+        agreement = [r["rm_agreement"] for r in rm_steps if r["rm_agreement"] is not None]
+        agree = f"{sum(agreement) / len(agreement):.1%}" if agreement else "n/a (no mixed group)"
+        last = rm_steps[-1]
+        print(f"reward {config.reward!r} with RM {config.reward_model!r} (scorer {config.reward_scorer!r}): "
+              f"calibrated {config.rm_calibration} [{last['rm_calibration_low']:.3g}, "
+              f"{last['rm_calibration_high']:.3g}]; mean r_hat {rm_steps[0]['rm_r_hat_mean']:.3f} -> "
+              f"{last['rm_r_hat_mean']:.3f}; RM-verifier agreement {agree}; weights "
+              f"{last['weight_min']:.2f}..{last['weight_max']:.2f} at the last step")
     before, after = result.eval_before, result.eval_after
     if before is not None and after is not None:
         print(f"held-out accuracy: {before['accuracy']:.1%} -> {after['accuracy']:.1%} "

@@ -18,7 +18,9 @@ from typing import Any
 
 from .advantages import SCALES
 from .credit import CREDIT_MODES
+from .hybrid_rewards import REWARDS, SCORERS
 from .loss import LOSS_TYPES
+from .reward_model import CALIBRATIONS
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
 __all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "lr_at_step"]
@@ -44,6 +46,16 @@ class GRPOConfig:
     reward_format: str = "gsm8k"  #: format rewarded: "gsm8k" (#### n) or "r1" (<think>/<answer>)
     answer_weight: float = 0.8  #: reward weight of a right final answer
     format_weight: float = 0.2  #: reward weight of a well-formed answer
+    reward: str = "rule"  #: "rule" (answer + format), "rm" (reward model alone) or "hybrid" (see hybrid_rewards.py)
+    reward_model: str = "tiny-rm"  #: the RM of reward "rm" / "hybrid": "tiny-rm" (shipped), a folder or a hub id
+    reward_scorer: str = "sigmoid"  #: difficulty weight on the advantages with an RM: "sigmoid", "tanh" or "none"
+    rm_warmup: int = 64  #: W, responses of the starting policy the RM is calibrated on before the first step
+    rm_calibration: str = "min_max"  #: r_hat from raw RM scores: "min_max" or "mean_std" (see reward_model.py)
+    rm_correct_weight: float = 0.5  #: c: a right answer's hybrid reward is 1 - c + c * r_hat, in [1 - c, 1]
+    rm_incorrect_weight: float = 0.5  #: u: a wrong answer's hybrid reward is u * r_hat, in [0, u]
+    difficulty_w_min: float = 0.5  #: w_min, the smallest difficulty weight
+    difficulty_w_max: float = 2.0  #: w_max, the largest difficulty weight (>= w_min)
+    difficulty_k: float = 10.0  #: k, the sigmoid weight's steepness in sigma_u - sigma_bar
     train_size: int = 4096  #: training prompts drawn (synthetic: generated; gsm8k: the first n after a shuffle)
     eval_size: int = 256  #: held-out prompts for greedy evaluation
     # --- sampling
@@ -112,6 +124,19 @@ class GRPOConfig:
         if self.answer_weight + self.format_weight <= 0:
             raise ValueError("answer_weight + format_weight must be > 0; got "
                              f"{self.answer_weight} + {self.format_weight}")
+        check_choice("reward", self.reward, REWARDS)
+        check_type("reward_model", self.reward_model, str)
+        if not self.reward_model.strip():
+            raise ValueError(f"reward_model={self.reward_model!r} is empty; allowed: 'tiny-rm', a hub id or a local "
+                             "folder of a sequence-classification model")
+        check_choice("reward_scorer", self.reward_scorer, SCORERS)
+        check_int("rm_warmup", self.rm_warmup, 2, None)
+        check_choice("rm_calibration", self.rm_calibration, CALIBRATIONS)
+        check_float("rm_correct_weight", self.rm_correct_weight, 0.0, 1.0)
+        check_float("rm_incorrect_weight", self.rm_incorrect_weight, 0.0, 1.0)
+        check_float("difficulty_w_min", self.difficulty_w_min, 0.0)
+        check_float("difficulty_w_max", self.difficulty_w_max, self.difficulty_w_min)
+        check_float("difficulty_k", self.difficulty_k, 0.0)
         check_int("train_size", self.train_size, 1, None)
         check_int("eval_size", self.eval_size, 0, None)
         check_int("prompts_per_step", self.prompts_per_step, 1, None)

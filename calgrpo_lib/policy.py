@@ -81,9 +81,12 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path") -> tuple[str, str]:
+def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path", *,
+                 shipped: tuple[str, Path, str] = (TINY, TINY_DIR, "policy build"),
+                 example: str = "Qwen/Qwen2.5-0.5B-Instruct") -> tuple[str, str]:
     """Where a model would load from, checked without loading it: ``("folder", path)`` (``"tiny"`` is the shipped
-    folder) or ``("hub", id)``.
+    folder) or ``("hub", id)``. ``shipped`` is the shipped model's name, folder and rebuild command (``python -m
+    calgrpo_lib <command> --out DIR``); ``example`` the hub id the error messages show.
 
     A folder must hold ``config.json``, a weights file (:data:`WEIGHT_FILES`) and a tokenizer file; a name that
     looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) or names a file must be such a folder. With
@@ -92,16 +95,17 @@ def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path") -
     """
     check_type(field, name_or_path, (str, os.PathLike))
     name = os.fspath(name_or_path)
-    allowed = ("allowed: 'tiny', a folder saved with save_pretrained (config.json, weights, tokenizer), or a hub id "
-               "such as 'Qwen/Qwen2.5-0.5B-Instruct'")
-    path = TINY_DIR if name == TINY else Path(name).expanduser()
-    if name == TINY or path.is_dir():
+    tiny, tiny_dir, rebuild_command = shipped
+    allowed = (f"allowed: {tiny!r}, a folder saved with save_pretrained (config.json, weights, tokenizer), or a hub "
+               f"id such as {example!r}")
+    path = tiny_dir if name == tiny else Path(name).expanduser()
+    if name == tiny or path.is_dir():
         missing = [what for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES),
                                             ("tokenizer", _TOKENIZER_FILES))
                    if not any((path / n).is_file() for n in names)]
         if missing:
-            rebuild = (f"; rebuild it with `python -m calgrpo_lib policy build --out {TINY_DIR}`" if name == TINY
-                       else "")
+            rebuild = (f"; rebuild it with `python -m calgrpo_lib {rebuild_command} --out {tiny_dir}`"
+                       if name == tiny else "")
             raise FileNotFoundError(f"{field}={name!r}: the folder {os.fspath(path)} is not a model folder (missing: "
                                     f"{', '.join(missing)}){rebuild}; {allowed}")
         return "folder", os.fspath(path)

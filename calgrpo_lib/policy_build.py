@@ -34,7 +34,7 @@ from .tasks import TaskConfig, generate_problems
 from .validation import check_float, check_int, check_type
 
 __all__ = ["TinyBuildConfig", "train_tokenizer", "tiny_llama_config", "sft", "build_tiny_policy", "write_model_card",
-           "CHAT_TEMPLATE"]
+           "CHAT_TEMPLATE", "machine_description"]
 
 # The tiny policy's chat template renders a conversation in the plain format it was trained on.
 CHAT_TEMPLATE = (
@@ -198,7 +198,9 @@ def sft(model: Any, tokenizer: Any, examples: Sequence[tuple[list[int], int]], c
     return log
 
 
-def _machine(load_before: float) -> str:
+def machine_description(load_before: float) -> str:
+    """The machine a build ran on, for its model card: platform, cores, torch version and threads, and the 1-min load
+    average at the start (``load_before``) and now (a load above the thread count means shared cores)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores visible, torch "
             f"{torch.__version__}, {torch.get_num_threads()} torch threads, 1-min load average {load_before:.1f} "
@@ -273,7 +275,8 @@ def build_tiny_policy(out_dir: str | os.PathLike, *, seed: int | None = None, st
         out = Path(out_dir)
         _save(model, tokenizer, out)
         sha = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
-        info.update(build_seconds=round(time.perf_counter() - t0, 1), weights_sha256=sha, machine=_machine(load_before))
+        info.update(build_seconds=round(time.perf_counter() - t0, 1), weights_sha256=sha,
+                    machine=machine_description(load_before))
         if evaluate:
             info.update(_evaluate(model, tokenizer))
     finally:

@@ -6,6 +6,8 @@ typo in a data path should not cost that minute and then end in a traceback):
 
 - **model**: ``"tiny"``, a folder that looks like a model (``config.json``, weights, tokenizer), or a hub id (in the
   local hub cache when ``HF_HUB_OFFLINE`` is set) (:func:`calgrpo_lib.policy.model_source`);
+- **reward model**: with ``reward="rm"`` / ``"hybrid"``, ``reward_model`` is ``"tiny-rm"`` or a model as above
+  (:func:`calgrpo_lib.reward_model.reward_model_source`);
 - **device**: ``cuda`` / ``mps`` only where torch finds one; ``bfloat16`` on CUDA only where the GPU supports it;
 - **data**: for ``task="gsm8k"``, the train (and, with ``eval_size > 0``, test) file exists and every line parses
   (the first bad line is named with its file and line number); without a local file, the hub must be allowed;
@@ -38,6 +40,7 @@ from .data import DATA_DIR_ENV, gsm8k_file, read_gsm8k_file
 from .memory import GiB, estimate_memory, fits
 from .oracle.gemini import HOW_TO_ENABLE, KEY_NAMES, client_library, gemini_key
 from .policy import hub_offline, model_source
+from .reward_model import reward_model_source
 
 __all__ = ["preflight", "PreflightError", "REMOTE_ORACLES"]
 
@@ -74,6 +77,14 @@ def _writable_parent(path: Path) -> Path | None:
 def _check_model(field: str, value: str) -> list[str]:
     try:
         model_source(value, field)
+    except (FileNotFoundError, TypeError) as e:
+        return [str(e)]
+    return []
+
+
+def _check_reward_model(value: str) -> list[str]:
+    try:
+        reward_model_source(value)
     except (FileNotFoundError, TypeError) as e:
         return [str(e)]
     return []
@@ -187,13 +198,15 @@ def _check_memory(config: GRPOConfig) -> list[str]:
             f"{config.gradient_checkpointing}: activations recomputed in the backward), or a smaller model"]
 
 
-def preflight(config: GRPOConfig, *, model: bool = True, oracle: bool = True) -> None:
+def preflight(config: GRPOConfig, *, model: bool = True, oracle: bool = True, reward_model: bool = True) -> None:
     """Check what ``config`` needs beyond its values (see the module docstring); raise :class:`PreflightError`
-    listing every problem found, else return ``None``. ``model=False`` / ``oracle=False`` skip the model (and
-    memory) and oracle checks (for a run handed a model or an oracle object)."""
+    listing every problem found, else return ``None``. ``model=False`` / ``oracle=False`` / ``reward_model=False``
+    skip the model (and memory), oracle and reward-model checks (for a run handed such an object)."""
     if not isinstance(config, GRPOConfig):
         raise TypeError(f"config has type {type(config).__name__}; allowed: GRPOConfig")
     problems = _check_model("model", config.model) if model else []
+    if reward_model and config.reward != "rule":
+        problems += _check_reward_model(config.reward_model)
     problems += _check_device(config) + _check_data(config) + (_check_oracle(config) if oracle else [])
     problems += _check_output_dir(config)
     if model and not problems:  # the estimate needs a readable model on a device that is there

@@ -2,7 +2,7 @@
 notebook can run one step phase by phase):
 
     rollout   prompts -> G samples each
-    score     -> rewards -> group advantages
+    score     -> rewards (verifier, reward model or both) -> group advantages (x difficulty weights)
     localize  -> oracle verdicts for wrong answers -> error quotes -> token masks
     credit    -> token credit
     update    -> clipped-surrogate loss (num_iterations passes) -> optimizer step
@@ -10,8 +10,8 @@ notebook can run one step phase by phase):
 The trainer holds the state (model, optimizer, step, metrics) and composes the library's pieces; it draws nothing.
 Notebooks and the CLI watch it through ``callbacks``: callables ``f(event, record)`` with ``event`` in
 {"step", "eval"}. Each step's sampling is seeded by ``(seed, step)``, and checkpoints hold the model (with LoRA,
-``use_peft``: its adapters, see :mod:`calgrpo_lib.lora`), optimizer, RNG states and metrics, so a resumed run repeats
-exactly what an uninterrupted one would have done.
+``use_peft``: its adapters, see :mod:`calgrpo_lib.lora`), optimizer, RNG states, metrics and the reward model's
+calibration, so a resumed run repeats exactly what an uninterrupted one would have done.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from .advantages import group_advantages, num_zero_spread_groups
-from .checkpoints import check_run_folder, load_checkpoint, replace_run, save_checkpoint
+from .advantages import num_zero_spread_groups
+from .checkpoints import check_run_folder, load_checkpoint, read_checkpoint_state, replace_run, save_checkpoint
 from .config import GRPOConfig, lr_at_step
 from .credit import CreditStats, token_advantages
 from .data import load_problems
@@ -41,10 +41,11 @@ from .loss import entropy_from_logits, grpo_loss, token_logprobs, train_step
 from .metrics_log import MetricsLog
 from .policy import load_policy
 from .preflight import preflight
-from .rewards import RewardBatch, batch_rewards
+from .reward_model import RMCalibration
 from .rollout import Rollout, sample_rollouts, sequence_forward
 from .run_oracle import build_oracle
 from .sampling import greedy_accuracy
+from .scoring import RewardScorer, Scores
 from .spans import SpanStats, error_token_masks
 
 __all__ = ["Trainer", "TrainResult", "Scores", "Localization", "train", "Callback", "TIMING_KEYS"]
@@ -70,16 +71,6 @@ class TrainResult:
 
 
 @dataclass
-class Scores:
-    """Phase 2 of a step: the rewards of its ``N`` completions and their group advantages."""
-
-    rewards: RewardBatch  # total, correct, formatted: (N,) lists of floats
-    reward: torch.Tensor  # (N,) float32, r_i = rewards.total
-    advantages: torch.Tensor  # (N,) A_i, measured against the completion's own group
-    is_wrong: torch.Tensor  # (N,) bool, the final answer is wrong
-
-
-@dataclass
 class Localization:
     """Phase 3 of a step: where its wrong answers go wrong, from the oracle's verdicts to token positions."""
 
@@ -96,8 +87,9 @@ class Trainer:
     ``config``."""
 
     def __init__(self, config: GRPOConfig, *, model: Any = None, tokenizer: Any = None, oracle: Any = None,
-                 callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
-        preflight(config, model=model is None, oracle=oracle is None)  # paths, device, oracle needs: before any model
+                 reward_model: Any = None, callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
+        preflight(config, model=model is None, oracle=oracle is None, reward_model=reward_model is None)  # before any
+        # model: paths, device, oracle and reward-model needs
         self.config = config
         self.callbacks = list(callbacks)
         self.progress = progress
@@ -115,6 +107,7 @@ class Trainer:
         if config.beta > 0 and not is_peft(model):
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.oracle = oracle if oracle is not None else build_oracle(config)
+        self.scorer = RewardScorer(config, reward_model=reward_model, device=next(model.parameters()).device)
         self.train_problems = load_problems(config.task, "train", n=config.train_size, seed=config.seed,
                                             path=config.data_path)
         self.eval_problems = (load_problems(config.task, "test", n=config.eval_size, seed=0, path=config.data_path)
@@ -166,7 +159,7 @@ class Trainer:
                 "format_rate": statistics.fmean(scores.rewards.formatted),
                 "zero_spread_frac": num_zero_spread_groups(reward, cfg.num_generations) / num_prompts,
                 "completion_len_mean": lengths.mean().item(),
-                **update_metrics, **located.oracle_stats,
+                **scores.metrics, **update_metrics, **located.oracle_stats,
                 "span_hit_rate": located.span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
                 "error_tokens": credit_stats.num_error_tokens,
                 "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": located.oracle_time_s,
@@ -190,15 +183,19 @@ class Trainer:
                                seed=self.config.seed * 1_000_003 + self.step_count)
 
     def score(self, rollout: Rollout) -> Scores:
-        """Phase 2: each completion's reward ``r_i`` and its group advantage ``A_i`` (see
-        :func:`calgrpo_lib.advantages.group_advantages`), and which final answers are wrong."""
-        cfg = self.config
-        targets = [p.final for p in rollout.problems]  # (N,) one per completion
-        rewards = batch_rewards(rollout.texts, targets, cfg.reward_format, cfg.answer_weight, cfg.format_weight)
-        reward = torch.tensor(rewards.total, dtype=torch.float32)  # (N,)
-        advantages = group_advantages(reward, cfg.num_generations, scale=cfg.scale_rewards)  # (N,)
-        is_wrong = torch.tensor([c == 0.0 for c in rewards.correct])  # (N,) bool
-        return Scores(rewards, reward, advantages, is_wrong)
+        """Phase 2: each completion's reward ``r_i`` (``config.reward``), its group advantage ``A_i`` (see
+        :func:`calgrpo_lib.advantages.group_advantages`) times its difficulty weight with an RM, and which final
+        answers are wrong (:class:`calgrpo_lib.scoring.RewardScorer`). An RM run's first call calibrates the RM."""
+        if self.scorer.needs_warmup:
+            self.calibrate_reward_model()
+        return self.scorer.score(rollout)
+
+    def calibrate_reward_model(self) -> RMCalibration:
+        """The RM warm-up (:meth:`calgrpo_lib.scoring.RewardScorer.warm_up`) on the policy as it is now, written to
+        ``<output_dir>/reward_calibration.json``; checkpoints keep it, so a resume does not redo it."""
+        calibration = self.scorer.warm_up(self.model, self.tokenizer, self.train_problems)
+        self.scorer.write_calibration(self.output_dir)
+        return calibration
 
     def localize(self, rollout: Rollout, scores: Scores) -> Localization:
         """Phase 3: where each wrong answer goes wrong, as a token mask.
@@ -327,12 +324,14 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-NNNNNN`` atomically (see :mod:`calgrpo_lib.checkpoints`)."""
         return save_checkpoint(self.checkpoint_root, self.step_count, model=self.model, tokenizer=self.tokenizer,
-                               optimizer=self.optimizer, config=self.config.to_dict(), records=self.log.records)
+                               optimizer=self.optimizer, config=self.config.to_dict(), records=self.log.records,
+                               extra_state={"reward_scorer": self.scorer.state_dict()})
 
     def load_checkpoint(self, path: str | os.PathLike, *, verify: bool = True) -> None:
         """Restore model weights, optimizer, RNG states and step from a checkpoint folder (checked against its
         manifest first unless ``verify=False``); records of later steps are dropped, as they will be redone."""
         self.step_count = load_checkpoint(path, self.model, self.optimizer, verify=verify)
+        self.scorer.load_state_dict(read_checkpoint_state(path).get("reward_scorer"))
         self.log.truncate_after(self.step_count)
 
     # -------------------------------------------------------------------------------------------- train

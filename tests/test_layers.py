@@ -19,17 +19,18 @@ PACKAGE = "calgrpo_lib"
 #: lowest first; ``oracle`` stands for the package ``calgrpo_lib.oracle`` and all its modules
 LAYERS: dict[str, tuple[str, ...]] = {
     "world": ("validation", "tasks", "arithmetic", "claims", "grounding", "data", "rewards", "steps",
-              "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build", "lora", "rehearsal"),
+              "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build", "lora", "rehearsal", "reward_model",
+              "reward_model_eval", "reward_model_build", "hybrid_rewards"),
     "math": ("advantages", "credit", "loss"),
     "spans": ("quotes", "spans"),
     "oracle": ("oracle",),
-    "loop": ("config", "memory", "preflight", "rollout", "checkpoints", "interrupts", "run_oracle", "trainer",
-             "metrics_log"),
+    "loop": ("config", "memory", "preflight", "rollout", "checkpoints", "interrupts", "run_oracle", "scoring",
+             "trainer", "metrics_log"),
     "face": ("cli", "experiment", "viz", "advantage_plots", "curves", "tables", "exercises", "notebook", "doctor",
-             "__main__"),
+             "reward_plots", "__main__"),
 }
 MAX_LINES = 400
-MAX_ORACLE_MODULES = 12
+MAX_ORACLE_MODULES = 14  # 12 + `__main__` (the `evaluate` command) + one module for the PRM backend
 
 
 def _module_name(path: Path) -> str:

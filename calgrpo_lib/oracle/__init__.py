@@ -18,11 +18,19 @@ Where each concept lives:
   ``/v1/chat/completions``), :mod:`.local` (:class:`LocalJudgeOracle`, any Hugging Face causal LM) and
   :mod:`.stepcheck`, the offline judges: :class:`StepCheckOracle` (exact; re-checks every arithmetic claim and every
   number used) and :class:`FakeOracle` (a scripted judge with a fixed latency, for demos and benchmarks);
-- :mod:`.evaluation`: how well an oracle localises errors (:func:`localization_report`, ProcessBench F1).
+- :mod:`.evaluation`: how well an oracle localises errors: ProcessBench F1 (:func:`harmonic_f1`, the one place it
+  is computed), :func:`localization_report` on injected errors, and the ProcessBench evaluation
+  (:func:`evaluate_processbench` -> :class:`ProcessBenchReport`: accuracies, F1, first-error offsets; how a sample's
+  steps become the response the oracle numbers, :func:`benchmark_response` / :func:`benchmark_step`; the GSM8K
+  reference join, :func:`gsm8k_references`);
+- :mod:`.__main__`: the command line, ``python -m calgrpo_lib.oracle evaluate --benchmark processbench --oracle
+  gemini --split gsm8k`` (``--path FILE`` for a local copy);
+- :mod:`.backends`: :func:`make_oracle`, a backend's name (:data:`BACKENDS`) to an oracle, for the command line and
+  for a training run's ``run_oracle.build_oracle``.
 
 What the oracles read and are benchmarked on lives in the world layer and is re-exported here: claims in free text
-(:mod:`calgrpo_lib.claims`), injected errors (:func:`calgrpo_lib.arithmetic.corrupt_solution`) and problem sources
-(:func:`calgrpo_lib.data.oracle_problems`).
+(:mod:`calgrpo_lib.claims`), injected errors (:func:`calgrpo_lib.arithmetic.corrupt_solution`), problem sources
+(:func:`calgrpo_lib.data.oracle_problems`) and ProcessBench (:func:`calgrpo_lib.data.load_processbench`).
 
 Typical use::
 
@@ -32,13 +40,33 @@ Typical use::
     v = verdicts[0]; v.status, v.step, v.quote, v.span
     oracle.stats                                      # calls, cache hits, retries, failures, latency p50/p95
     oracle.stats.summary()                            # a run's faults by cause, retries, fallbacks, quota stop
+    report = evaluate_processbench(oracle, load_processbench("gsm8k", path="ProcessBench/"))
+    print(report); report.f1, report.offsets          # accuracies, F1, too early / right / too late / missed
 """
 
 from ..arithmetic import Corruption, corrupt_problems, corrupt_solution
 from ..claims import Claim, find_claims
-from ..data import find_data_dir, oracle_problems
+from ..data import PROCESSBENCH_SPLITS, ProcessBenchRecord, find_data_dir, load_processbench, oracle_problems
+from .backends import BACKENDS, make_oracle
 from .cache import ReplyCache, cache_key
-from .evaluation import LocalizationReport, localization_report
+from .evaluation import (
+    OFFSETS_CORRECT,
+    OFFSETS_ERRONEOUS,
+    LocalizationReport,
+    ProcessBenchItem,
+    ProcessBenchReport,
+    average_f1,
+    benchmark_response,
+    benchmark_step,
+    evaluate_processbench,
+    gsm8k_references,
+    harmonic_f1,
+    localization_report,
+    offsets_table,
+    processbench_items,
+    processbench_report,
+    step_offsets,
+)
 from .gemini import DEFAULT_GEMINI_MODEL, HOW_TO_ENABLE, GeminiOracle, client_library, gemini_key
 from .local import LocalJudgeOracle
 from .openai_compat import OpenAICompatibleOracle
@@ -50,12 +78,16 @@ from .stepcheck import FakeOracle, StepCheckOracle, StepError, check_solution
 from .verdict import REPLY_SCHEMA, STATUSES, JudgeItem, Reply, ReplyError, Verdict, localize, parse_reply, reply_json
 
 __all__ = [
-    "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES", "OracleStats", "ReplyCache",
+    "BACKENDS", "make_oracle", "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES",
+    "OracleStats", "ReplyCache",
     "cache_key", "StepCheckOracle", "StepError", "check_solution", "GeminiOracle", "DEFAULT_GEMINI_MODEL",
     "HOW_TO_ENABLE", "client_library", "gemini_key", "LocalJudgeOracle", "OpenAICompatibleOracle", "FakeOracle",
     "PromptedOracle", "BackendError", "QuotaExhausted", "classify_http", "is_daily_quota", "TEMPLATE_VERSION",
     "FewShot", "OraclePrompt", "build_prompt", "load_fewshot", "prompt_version", "REPLY_SCHEMA", "Reply",
     "ReplyError", "parse_reply", "reply_json", "localize", "Corruption", "corrupt_solution", "corrupt_problems",
     "LocalizationReport", "localization_report", "find_data_dir", "oracle_problems", "Claim", "find_claims", "Secret",
-    "redact", "resolve_api_key", "retry_after_s",
+    "redact", "resolve_api_key", "retry_after_s", "harmonic_f1", "step_offsets", "OFFSETS_ERRONEOUS", "OFFSETS_CORRECT",
+    "benchmark_response", "benchmark_step", "ProcessBenchItem", "processbench_items", "gsm8k_references",
+    "ProcessBenchReport", "processbench_report", "evaluate_processbench", "average_f1", "offsets_table",
+    "PROCESSBENCH_SPLITS", "ProcessBenchRecord", "load_processbench",
 ]

@@ -1,0 +1,47 @@
+"""One oracle from its name: :func:`make_oracle`, the one place a backend name becomes an object (a training run's
+``run_oracle.build_oracle`` and the ``python -m calgrpo_lib.oracle`` command both call it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..policy import load_policy
+from .gemini import DEFAULT_GEMINI_MODEL, GeminiOracle
+from .local import LocalJudgeOracle
+from .openai_compat import OpenAICompatibleOracle
+from .runner import Oracle, OracleConfig
+from .stepcheck import FakeOracle, StepCheckOracle
+
+__all__ = ["BACKENDS", "DEFAULT_OPENAI_BASE_URL", "make_oracle"]
+
+BACKENDS = ("stepcheck", "gemini", "openai", "local", "fake")
+DEFAULT_OPENAI_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def make_oracle(kind: str, *, model: str | None = None, base_url: str | None = None,
+                config: OracleConfig | None = None, cache: str | Path | None = None, fallback: Oracle | None = None,
+                latency_s: float = 0.2) -> Oracle:
+    """The oracle ``kind`` (:data:`BACKENDS`) with its call settings ``config``, reply ``cache`` (a sqlite path, its
+    folder created; None: no cache) and ``fallback``. ``model`` is the judge: Gemini's model id (default
+    :data:`~calgrpo_lib.oracle.gemini.DEFAULT_GEMINI_MODEL`), the served model name for ``openai``, a hub id or
+    folder of a causal LM for ``local``; ``base_url`` the ``gemini`` / ``openai`` server (``openai`` default
+    :data:`DEFAULT_OPENAI_BASE_URL`). ``stepcheck`` is exact and needs no cache or fallback; ``fake`` waits
+    ``latency_s`` per call."""
+    if kind not in BACKENDS:
+        raise ValueError(f"oracle={kind!r} is not allowed; allowed: {', '.join(map(repr, BACKENDS))}")
+    if kind == "stepcheck":
+        return StepCheckOracle(config=config)
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+    common = {"config": config, "cache": cache, "fallback": fallback}
+    if kind == "fake":
+        return FakeOracle(latency_s, **common)
+    if kind == "gemini":
+        return GeminiOracle(model or DEFAULT_GEMINI_MODEL, base_url=base_url, **common)
+    if not model:
+        raise ValueError(f"oracle={kind!r} needs a judge model (oracle_model / --model: the served model name for "
+                         "openai, e.g. 'qwen2.5:7b'; a hub id or local folder of a causal LM for local)")
+    if kind == "openai":
+        return OpenAICompatibleOracle(model, base_url or DEFAULT_OPENAI_BASE_URL, **common)
+    judge, tokenizer = load_policy(model)
+    return LocalJudgeOracle(judge, tokenizer, model_name=model, **common)
