@@ -131,24 +131,31 @@ class RewardModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def encode(self, questions: Sequence[str], responses: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask ``(n, T)`` each of the pairs, on the CPU, as the RM scores them (and as a
+        build trains it): :func:`render_pair`, right padding, truncation from the left to ``max_length``, special
+        tokens only where there is no chat template."""
+        texts = [render_pair(self.tokenizer, q, r) for q, r in zip(questions, responses)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=self.max_length is not None,
+                             max_length=self.max_length,
+                             add_special_tokens=not getattr(self.tokenizer, "chat_template", None))
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
     @torch.no_grad()
     def score(self, questions: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """Raw scores of the pairs ``(questions[i], responses[i])``, ``(N,)`` float32 on the CPU."""
         if len(questions) != len(responses):
             raise ValueError(f"questions has {len(questions)} items but responses has {len(responses)}; allowed: "
                              "equal lengths")
-        texts = [render_pair(self.tokenizer, q, r) for q, r in zip(questions, responses)]
         out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i: i + self.batch_size], return_tensors="pt", padding=True,
-                                 truncation=self.max_length is not None, max_length=self.max_length,
-                                 add_special_tokens=not getattr(self.tokenizer, "chat_template", None))
+        for i in range(0, len(questions), self.batch_size):
+            enc = self.encode(questions[i: i + self.batch_size], responses[i: i + self.batch_size])  # (n, T) each
             logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits.float()  # (n, labels)
             out.append(logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0])  # (n,)
         scores = torch.cat(out).cpu() if out else torch.zeros(0)  # (N,)
         if not torch.isfinite(scores).all():
             bad = int((~torch.isfinite(scores)).sum())
-            raise FloatingPointError(f"the reward model gave {bad} non-finite score(s) of {len(texts)}; check its "
+            raise FloatingPointError(f"the reward model gave {bad} non-finite score(s) of {len(scores)}; check its "
                                      "dtype (float16 overflows) and weights")
         return scores
 

@@ -5,7 +5,8 @@ Data: ``train_problems`` train-split problems, ``train_samples`` answers each sa
 ``temperature``; held-out: ``heldout_problems`` *test*-split problems (disjoint from train), ``heldout_samples``
 answers each, the answers of one problem forming a group. Label ``y = answer_reward(response, problem.final)`` (1
 right, 0 wrong). A pair is rendered by :func:`calgrpo_lib.reward_model.render_pair` and tokenised by
-:func:`encode_pairs` exactly as :meth:`calgrpo_lib.reward_model.RewardModel.score` does, so training and use match.
+:meth:`calgrpo_lib.reward_model.RewardModel.encode`, the one :meth:`~calgrpo_lib.reward_model.RewardModel.score`
+uses, so training and use match.
 
 Model: ``LlamaForSequenceClassification`` (``num_labels=1``) whose backbone (``model.*``) is the tiny policy's, and
 whose ``score`` head (hidden -> 1, no bias) is fresh, drawn with ``torch.manual_seed(seed)``. Its score ``s`` is the
@@ -39,14 +40,14 @@ import torch
 
 from .policy import load_policy
 from .policy_build import machine_description
-from .reward_model import TINY_RM_DIR, RewardModel, render_pair
+from .reward_model import TINY_RM_DIR, RewardModel
 from .reward_model_eval import SAMPLE_LINES, WRONG_KINDS, rm_metrics, score_rows
 from .rewards import answer_reward, build_prompt
 from .sampling import generate
 from .tasks import Problem, generate_problems
 from .validation import check_float, check_int, check_type
 
-__all__ = ["RMBuildConfig", "sample_answers", "reward_model_from_policy", "encode_pairs", "train_reward_model",
+__all__ = ["RMBuildConfig", "sample_answers", "reward_model_from_policy", "train_reward_model",
            "build_tiny_reward_model", "write_reward_model_card"]
 
 
@@ -114,17 +115,6 @@ def reward_model_from_policy(policy: Any, seed: int = 0) -> Any:
     return model.float()
 
 
-def encode_pairs(rm: RewardModel, questions: Sequence[str], responses: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Token ids and attention mask of the pairs, ``(B, T)`` each: :func:`render_pair`, right padding, truncation
-    from the left to ``rm.max_length``, special tokens only where there is no chat template, as
-    :meth:`RewardModel.score` tokenises them."""
-    tok = rm.tokenizer
-    texts = [render_pair(tok, q, r) for q, r in zip(questions, responses)]
-    enc = tok(texts, return_tensors="pt", padding=True, truncation=rm.max_length is not None,
-              max_length=rm.max_length, add_special_tokens=not getattr(tok, "chat_template", None))
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-
 def _lr_factor(step: int, cfg: RMBuildConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
@@ -161,7 +151,7 @@ def train_reward_model(rm: RewardModel, rows: Sequence[dict[str, Any]], cfg: RMB
     model.train()
     bar = tqdm(_batches(len(rows), cfg), desc="train tiny-rm", disable=not progress)
     for step, idx in enumerate(bar, start=1):
-        enc = encode_pairs(rm, [rows[i]["question"] for i in idx], [rows[i]["response"] for i in idx])
+        enc = rm.encode([rows[i]["question"] for i in idx], [rows[i]["response"] for i in idx])
         y = torch.tensor([float(rows[i]["label"]) for i in idx])  # (B,)
         s = model(**enc).logits[:, 0].float()  # (B,)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(s, y)

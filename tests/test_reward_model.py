@@ -13,7 +13,7 @@ import torch
 from calgrpo_lib.cli import main
 from calgrpo_lib.policy import EOS_TOKEN, load_policy
 from calgrpo_lib.reward_model import TINY_RM_DIR, RewardModel, RMCalibration, calibrate, render_pair
-from calgrpo_lib.reward_model_build import RMBuildConfig, build_tiny_reward_model, encode_pairs
+from calgrpo_lib.reward_model_build import RMBuildConfig, build_tiny_reward_model
 from calgrpo_lib.reward_model_eval import (
     SAMPLE_LINES,
     ranking_rate,
@@ -118,7 +118,7 @@ def test_reward_model_errors(rm) -> None:
 def test_two_labels_score_the_log_odds_of_good() -> None:
     _, tok = load_policy("tiny", device="cpu")
     two = RewardModel(_tiny_classifier(2), tok)
-    enc = encode_pairs(two, ["q"], ["r"])
+    enc = two.encode(["q"], ["r"])
     logits = two.model(**enc).logits
     assert torch.allclose(two.score(["q"], ["r"]), logits[:, 1] - logits[:, 0], atol=1e-6)
 
@@ -131,7 +131,7 @@ def test_the_pair_is_rendered_with_the_chat_template_and_tokenised_as_in_trainin
 
     assert render_pair(Plain(), "How many?", "#### 3") == build_prompt("How many?", "plain") + "#### 3"
     questions, responses = ["Tom has 3 cats. How many?", "Q"], ["3 + 0 = <<3+0=3>>3\n#### 3", "#### 1"]
-    enc = encode_pairs(rm, questions, responses)  # what the build trains on
+    enc = rm.encode(questions, responses)  # what the build trains on
     assert enc["input_ids"][0, -1] == rm.tokenizer.eos_token_id  # right padded, the longer row ends in EOS
     assert rm.tokenizer.bos_token_id not in enc["input_ids"][:, 0].tolist()  # the template adds no BOS
     with torch.no_grad():
