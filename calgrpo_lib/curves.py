@@ -19,7 +19,8 @@ from .tables import runs_by_mode
 from .validation import check_choice, check_int, check_type
 from .viz import figure_png
 
-__all__ = ["training_curves", "TrainingPlot", "TRAINING_CURVE_LABELS", "experiment_curves", "EXPERIMENT_COLORS"]
+__all__ = ["moving_average", "training_curves", "TrainingPlot", "TRAINING_CURVE_LABELS", "experiment_curves",
+           "EXPERIMENT_COLORS"]
 
 
 # ------------------------------------------------------------------------------- training curves (notebook 04)
@@ -43,7 +44,8 @@ def _records(name: str, records: Any, keys: tuple[str, ...]) -> list[dict[str, A
     return sorted(records, key=lambda r: r["step"])
 
 
-def _moving_average(values: list[float], window: int) -> list[float]:
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The trailing mean of the last ``window`` values at each position (fewer at the start)."""
     out, total = [], 0.0
     for i, v in enumerate(values):
         total += v - (values[i - window] if i >= window else 0.0)
@@ -83,7 +85,7 @@ def training_curves(history: Sequence[dict[str, Any]], evals: Sequence[dict[str,
         values = [float(r[key if key == "accuracy" else "reward_mean"]) for r in train]
         ax.plot(steps, values, color=color, alpha=0.35, linewidth=1, label=labels[key])
         if smooth > 1 and values:
-            ax.plot(steps, _moving_average(values, smooth), color=color, linewidth=2, label=labels[f"{key}_smooth"])
+            ax.plot(steps, moving_average(values, smooth), color=color, linewidth=2, label=labels[f"{key}_smooth"])
     ax_a.plot([r["step"] for r in held_out], [float(r["accuracy"]) for r in held_out], color="#0571b0", marker="o",
               linewidth=2, label=labels["eval"])
     ends = held_out[:1] + held_out[1:][-1:]  # first and last evaluation: label their values

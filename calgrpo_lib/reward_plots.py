@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .curves import moving_average
 from .hybrid_rewards import sigmoid_weight, tanh_weight
 from .validation import check_int, check_type
 
@@ -70,14 +71,6 @@ def difficulty_weight_curves(w_min: float = 0.5, w_max: float = 2.0, k: float = 
     return fig
 
 
-def _smooth(values: list[float], window: int) -> list[float]:
-    out = []
-    for i in range(len(values)):
-        part = values[max(0, i - window + 1): i + 1]
-        out.append(sum(part) / len(part))
-    return out
-
-
 def reward_runs_curves(runs: Mapping[str, Any], *, smooth: int = 5, title: str | None = None):
     """Runs trained on different rewards, by name (``"rule"``, ``"rm"``, ``"hybrid"``, ...): held-out greedy
     accuracy at each evaluation (left), sampled training accuracy by the verifier (middle) and the mean calibrated
@@ -95,10 +88,10 @@ def reward_runs_curves(runs: Mapping[str, Any], *, smooth: int = 5, title: str |
         acc_ax.plot([e["step"] for e in evals], [e["accuracy"] for e in evals], marker="o", markersize=3,
                     color=color, label=name)
         steps = [r["step"] for r in history]
-        train_ax.plot(steps, _smooth([r["accuracy"] for r in history], smooth), color=color, label=name)
+        train_ax.plot(steps, moving_average([r["accuracy"] for r in history], smooth), color=color, label=name)
         rm = [(r["step"], r["rm_r_hat_mean"]) for r in history if r.get("rm_r_hat_mean") is not None]
         if rm:
-            rm_ax.plot([s for s, _ in rm], _smooth([v for _, v in rm], smooth), color=color, label=name)
+            rm_ax.plot([s for s, _ in rm], moving_average([v for _, v in rm], smooth), color=color, label=name)
     for ax, label in ((acc_ax, "held-out accuracy (greedy)"), (train_ax, "train accuracy, sampled (verifier)"),
                       (rm_ax, "mean r_hat of the samples (RM)")):
         ax.set_xlabel("step")
