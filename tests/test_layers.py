@@ -20,7 +20,7 @@ PACKAGE = "calgrpo_lib"
 LAYERS: dict[str, tuple[str, ...]] = {
     "world": ("validation", "tasks", "arithmetic", "claims", "grounding", "data", "rewards", "steps",
               "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build", "lora", "rehearsal", "reward_model",
-              "reward_model_eval", "reward_model_build", "hybrid_rewards"),
+              "reward_model_eval", "reward_model_build", "hybrid_rewards", "prose_claims", "prose_solutions"),
     "math": ("advantages", "credit", "loss"),
     "spans": ("quotes", "spans"),
     "oracle": ("oracle",),
@@ -30,7 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "reward_plots", "__main__"),
 }
 MAX_LINES = 400
-MAX_ORACLE_MODULES = 14  # 12 + `__main__` (the `evaluate` command) + one module for the PRM backend
+MAX_ORACLE_MODULES = 16  # 12 + `__main__` (the `evaluate` command) + `backends` + `prm` (process reward models) + `cascade`
 
 
 def _module_name(path: Path) -> str:

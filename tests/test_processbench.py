@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracle_http import ScriptedServer, Step, gemini_error, gemini_reply, solution_steps
+from processbench_fixture import hand_f1, step_texts, write_benchmark
 
-from calgrpo_lib.arithmetic import corrupt_solution
 from calgrpo_lib.data import PROCESSBENCH_SPLITS, load_gsm8k, load_processbench
 from calgrpo_lib.oracle import (
     OracleConfig,
@@ -38,66 +38,14 @@ from calgrpo_lib.oracle import (
     step_offsets,
 )
 from calgrpo_lib.oracle.__main__ import main
-from calgrpo_lib.rewards import extract_answer, parse_number
 from calgrpo_lib.steps import numbered_steps, split_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "AIza" + "FAKE-test-key-do-not-use-0123456789"  # built at run time: no key-shaped literal in the repo
-JANET_WRONG_OP = ["Janet sells 16 - 3 = 13 duck eggs a day.",  # forgot the 4 muffin eggs: step 0 is wrong
-                  "She makes 13 * 2 = $26 every day at the farmers' market.", "#### 26"]
-JANET_LATER_SLIP = [JANET_WRONG_OP[0], "She makes 13 * 2 = $27 every day at the farmers' market.", "#### 27"]
-# (kind, GSM8K test item): the order puts a false alarm and a miss of the step checker among the first 8
-PLAN = [("prose", 1), ("corrupt", 5), ("as_is", 13), ("corrupt", 6), ("wrong_op", 0), ("prose", 2), ("corrupt", 7),
-        ("prose", 3), ("corrupt", 8), ("prose", 4), ("corrupt", 9), ("later_slip", 0)]
-
-
-def _prose(line: str) -> str:
-    m = re.fullmatch(r"####\s*(.+)", line.strip())
-    return f"So the answer is {m.group(1)}." if m else re.sub(r"<<[^<>]*>>", "", line).strip()
-
-
-def _lines(text: str) -> list[str]:
-    return [s.text for s in split_steps(text)]
-
-
-def _records(gsm8k_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()[:14]]
-    out = []
-    for k, (kind, i) in enumerate(PLAN):
-        question, answer = rows[i]["question"], rows[i]["answer"]
-        label = -1
-        if kind == "prose":
-            steps = [_prose(line) for line in answer.splitlines() if line.strip()]
-        elif kind == "as_is":
-            steps = _lines(answer)
-        elif kind == "corrupt":
-            c = corrupt_solution(answer, i, propagate=i % 2 == 0)
-            steps, label = _lines(c.text), c.step
-        else:
-            steps, label = list(JANET_WRONG_OP if kind == "wrong_op" else JANET_LATER_SLIP), 0
-        final = parse_number(extract_answer(steps[-1])) == parse_number(extract_answer(answer))
-        out.append({"id": f"gsm8k-fixture-{k}", "generator": f"fixture-{kind}", "problem": question,
-                    "steps": steps, "final_answer_correct": final, "label": label})
-    return out
-
-
 @pytest.fixture(scope="module")
 def bench(gsm8k_dir: Path, tmp_path_factory) -> Path:
     """A folder holding gsm8k.json (a JSON list) and gsm8k.jsonl: the fixture benchmark."""
-    folder = tmp_path_factory.mktemp("processbench")
-    records = _records(gsm8k_dir)
-    (folder / "gsm8k.json").write_text(json.dumps(records, indent=1))
-    (folder / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return folder
-
-
-def _hand(labels: list[int], preds: list[int | None]) -> tuple[float, float, float]:
-    """acc on erroneous, acc on correct, F1, counted from scratch."""
-    err = [(lab, p) for lab, p in zip(labels, preds) if lab != -1]
-    ok = [p for lab, p in zip(labels, preds) if lab == -1]
-    acc_e = sum(p == lab for lab, p in err) / len(err)
-    acc_c = sum(p == -1 for p in ok) / len(ok)
-    return acc_e, acc_c, (2 * acc_e * acc_c / (acc_e + acc_c) if acc_e + acc_c else 0.0)
+    return write_benchmark(gsm8k_dir, tmp_path_factory.mktemp("processbench"))
 
 
 # ------------------------------------------------------------------------------------------------ loader
@@ -187,12 +135,12 @@ def test_data_dir_processbench_folder_is_used(bench: Path, tmp_path: Path, monke
 def test_the_response_splits_back_into_the_benchmark_steps(bench: Path):
     for r in load_processbench("gsm8k", bench):
         response, starts = benchmark_response(r.steps)
-        assert _lines(response) == list(r.steps)
+        assert step_texts(response) == list(r.steps)
         assert numbered_steps(response) == "\n".join(f"[{i}] {t}" for i, t in enumerate(r.steps))
         assert [response[s:s + len(t)] for s, t in zip(starts, r.steps)] == list(r.steps)
     steps = ["First we add\n2 + 2 = 4.", "Then:\n\n  $$x = 3$$\r\nso x\u2028is 3.", "Done."]
     response, _ = benchmark_response(steps)
-    assert _lines(response) == ["First we add 2 + 2 = 4.", "Then: $$x = 3$$ so x is 3.", "Done."]
+    assert step_texts(response) == ["First we add 2 + 2 = 4.", "Then: $$x = 3$$ so x is 3.", "Done."]
 
 
 def _at(step: int) -> Verdict:
@@ -232,7 +180,7 @@ def test_every_oracle_step_maps_into_the_benchmark_step_holding_it(steps):
 # ------------------------------------------------------------------------------------------------ metric
 
 
-def test_f1_and_offsets_by_hand():
+def test_f1_and_offsets_byhand_f1():
     assert harmonic_f1(0.5, 1.0) == pytest.approx(2 / 3) and harmonic_f1(0.0, 0.0) == 0.0
     labels = [2, 2, 2, 2, 2, -1, -1, -1]
     preds = [1, 2, 3, -1, None, -1, 0, None]
@@ -246,7 +194,7 @@ def test_step_checker_f1_equals_the_hand_computation(bench: Path):
     report = evaluate_processbench(StepCheckOracle(), records, chunk_size=5, progress=False)
     labels = [r.label for r in records]
     preds = [v.predicted_step for v in report.verdicts]  # the fixture's numbering is the oracle's
-    acc_e, acc_c, f1 = _hand(labels, preds)
+    acc_e, acc_c, f1 = hand_f1(labels, preds)
     assert (report.error_accuracy, report.correct_accuracy, report.f1) == pytest.approx((acc_e, acc_c, f1))
     assert (acc_e, acc_c, f1) == pytest.approx((5 / 7, 4 / 5, 40 / 53))  # a false alarm (item 13), a miss
     assert report.offsets == {"erroneous": {"too_early": 0, "right": 5, "too_late": 1, "missed": 1, "no_verdict": 0},
@@ -263,7 +211,7 @@ def test_gsm8k_reference_join_changes_what_the_step_checker_sees(bench: Path, gs
     # item 13's final answer is the reference's (no false alarm); the wrong-operation answer now contradicts the
     # reference: "no error" there becomes unlocalized, no verdict
     assert report.predictions[2] == -1 and report.predictions[4] is None
-    assert report.f1 == pytest.approx(_hand(list(report.labels), list(report.predictions))[2])
+    assert report.f1 == pytest.approx(hand_f1(list(report.labels), list(report.predictions))[2])
     assert report.f1 == pytest.approx(5 / 6)
     from calgrpo_lib.data import ProcessBenchRecord
 
@@ -353,7 +301,7 @@ def test_cli_evaluates_the_step_checker_on_the_fixture(bench: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     records = load_processbench("gsm8k", bench, limit=8)
     preds = [v.predicted_step for v in evaluate_processbench(StepCheckOracle(), records, progress=False).verdicts]
-    acc_e, acc_c, f1 = _hand([r.label for r in records], preds)
+    acc_e, acc_c, f1 = hand_f1([r.label for r in records], preds)
     assert (acc_e, acc_c) == (3 / 4, 3 / 4)
     assert f"gsm8k: 8 samples | accuracy on 4 erroneous {acc_e:.1%} | on 4 correct {acc_c:.1%} | F1 {f1:.3f}" \
         in done.stdout
