@@ -75,6 +75,7 @@ RESUME_FREE_FIELDS: dict[str, str] = {
     "oracle_batch_timeout_s": "how long a step's judge calls may take together (as oracle_timeout_s)",
     "oracle_cache": "where verdicts are cached",
     "oracle_base_url": "where the judge is served (oracle_model names what is served)",
+    "oracle_trust_remote_code": "whether a hub judge's own code may run (oracle_model names the judge)",
     "device": "where the run computes (a resumed run may move to another machine); the last bits of floats may differ",
     "gradient_checkpointing": "a memory knob: activations recomputed in the backward pass, the same gradients up to "
                               "float rounding (with lora_dropout > 0: other dropout masks)",

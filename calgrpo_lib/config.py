@@ -20,13 +20,14 @@ from .advantages import SCALES
 from .credit import CREDIT_MODES
 from .hybrid_rewards import REWARDS, SCORERS
 from .loss import LOSS_TYPES
+from .oracle.prm import PRM_INTERFACES
 from .reward_model import CALIBRATIONS
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
 __all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "lr_at_step"]
 
 CREDIT_MODE_CHOICES = CREDIT_MODES  #: the credit modes a config accepts: credit.CREDIT_MODES itself, not a copy
-ORACLES = ("stepcheck", "gemini", "openai", "local", "none")
+ORACLES = ("stepcheck", "gemini", "openai", "local", "prm", "none")
 LR_SCHEDULERS = ("constant", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -71,13 +72,17 @@ class GRPOConfig:
     negative_reward: float = -1.0  #: R- of the credit modes (<= 0)
     lam: float = 0.5  #: weight of the extra error-span push-down in cal_hybrid (>= 0)
     max_error_span_tokens: int = 48  #: a longer span falls back to sequence credit
-    oracle: str = "stepcheck"  #: "stepcheck" (exact, offline), "gemini", "openai", "local" or "none"
-    oracle_model: str | None = None  #: model id for gemini / openai / local oracles (None = the backend default)
+    oracle: str = "stepcheck"  #: "stepcheck" (exact, offline), "gemini", "openai", "local", "prm" or "none"
+    oracle_model: str | None = None  #: model id for gemini / openai / local / prm oracles (None = backend default)
     oracle_base_url: str | None = None  #: base URL of an OpenAI-compatible server (vLLM, ollama)
     oracle_concurrency: int = 16
     oracle_timeout_s: float = 60.0  #: wall-clock limit of one judge call, its retries included
     oracle_batch_timeout_s: float | None = None  #: limit of a step's judge calls together (None: 2 * oracle_timeout_s)
     oracle_cache: str | None = None  #: sqlite file for oracle verdicts (default: <output_dir>/oracle_cache.sqlite)
+    oracle_cascade: bool = False  #: the exact step checker first, the oracle where it may see an earlier error
+    oracle_trust_remote_code: bool = False  #: run a hub judge's own code (Qwen2.5-Math-PRM's head needs it)
+    prm_interface: str = "step_head"  #: oracle="prm": "step_head" (Qwen2.5-Math-PRM) or "next_token" (Math-Shepherd)
+    prm_threshold: float = 0.5  #: oracle="prm": the first step scoring below this is the first error
     # --- loss and optimisation
     loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
     learning_rate: float = 1e-4
@@ -153,6 +158,14 @@ class GRPOConfig:
         if self.credit_mode != "sequence" and self.oracle == "none":
             raise ValueError(f"credit_mode={self.credit_mode!r} needs an oracle, but oracle='none'; allowed: "
                              f"credit_mode='sequence' with oracle='none', or an oracle in {ORACLES[:-1]}")
+        check_type("oracle_cascade", self.oracle_cascade, bool)
+        if self.oracle_cascade and self.oracle in ("stepcheck", "none"):
+            raise ValueError(f"oracle_cascade=True with oracle={self.oracle!r}: the cascade puts the step checker "
+                             "before a judge; allowed: oracle_cascade=False, or oracle in "
+                             f"{ORACLES[1:-1]}")
+        check_type("oracle_trust_remote_code", self.oracle_trust_remote_code, bool)
+        check_choice("prm_interface", self.prm_interface, PRM_INTERFACES)
+        check_float("prm_threshold", self.prm_threshold, 0.0, 1.0)
         check_int("oracle_concurrency", self.oracle_concurrency, 1, 256)
         check_float("oracle_timeout_s", self.oracle_timeout_s, 0.0, None, low_open=True)
         if self.oracle_batch_timeout_s is not None:

@@ -13,7 +13,18 @@ as FAIL (with a hint) and ``False`` is returned. Exercises (``EXERCISES``):
   groups whose rewards are all equal;
 - ``rloo``: ``f(rewards (B, G)) -> (B, G)``, ``r_i - mean of the other G - 1 rewards of the group``;
 - ``cal_hybrid``: ``f(seq_adv (N,), response_mask (N, T), error_mask (N, T), is_wrong (N,), lam) -> (N, T)``,
-  ``A_i * m_it + lam * (-1) * e_it`` on wrong answers (``negative_reward = -1``).
+  ``A_i * m_it + lam * (-1) * e_it`` on wrong answers (``negative_reward = -1``);
+- ``processbench_f1``: ``f(labels, preds) -> float``, ProcessBench's F1 of first-error predictions (labels: the
+  true first wrong step, ``-1`` for a correct solution; preds: the oracle's step, ``-1`` for "no error", ``None``
+  for no verdict): the harmonic mean of the accuracy on erroneous and on correct samples
+  (:attr:`calgrpo_lib.oracle.ProcessBenchReport.f1`);
+- ``cascade_step``: ``f(checker, judge) -> int | None``, the first wrong step a
+  :class:`~calgrpo_lib.oracle.CascadeOracle` reports under its ``"earlier"`` rule, from the two stages' predicted
+  steps (``checker``: a step, or ``-1`` when it flags nothing; ``judge``: a step, ``-1`` for "no error", or ``None``
+  when its call failed or was not made).
+
+A learner's function may return a tensor, a number or ``None``, matching the exercise: tensors are compared to a
+tolerance, numbers to 1e-6, ``None`` and integers exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import torch
 
 from .advantages import group_advantages, rloo_advantages
 from .credit import token_advantages
+from .oracle import ProcessBenchReport, Verdict, combine_verdicts
 from .validation import check_choice, check_int, check_type
 
 __all__ = ["Exercise", "EXERCISES", "check_exercise"]
@@ -37,7 +49,7 @@ class Exercise:
 
     signature: str
     make_inputs: Callable[[torch.Generator], tuple]
-    reference: Callable[..., torch.Tensor]
+    reference: Callable[..., Any]
     hint: str
 
 
@@ -84,6 +96,46 @@ def _ref_hybrid(seq_adv, response_mask, error_mask, is_wrong, lam) -> torch.Tens
                             lam=lam)[0]
 
 
+def _random_predictions(gen: torch.Generator) -> tuple[list[int], list[int | None]]:
+    n = int(torch.randint(1, 13, (), generator=gen))
+    labels = [int(x) - 1 for x in torch.randint(0, 5, (n,), generator=gen)]  # -1: a correct solution
+    preds: list[int | None] = []
+    for label in labels:
+        roll = float(torch.rand((), generator=gen))
+        if roll < 0.4:
+            preds.append(label)  # right
+        elif roll < 0.5:
+            preds.append(None)  # no verdict
+        else:
+            preds.append(int(torch.randint(-1, 5, (), generator=gen)))  # a guess (-1: "no error")
+    return labels, preds
+
+
+def _ref_f1(labels: list[int], preds: list[int | None]) -> float:
+    ids = tuple(str(i) for i in range(len(labels)))
+    return ProcessBenchReport("exercise", ids, tuple(labels), tuple(preds), {}, "none", ()).f1
+
+
+def _random_stage_steps(gen: torch.Generator) -> tuple[int, int | None]:
+    checker = int(torch.randint(-1, 4, (), generator=gen))
+    judge = int(torch.randint(-2, 4, (), generator=gen))
+    return checker, None if judge == -2 else judge
+
+
+def _stage_verdict(step: int | None, backend: str) -> Verdict:
+    if step is None:
+        return Verdict("failed", cause="timeout", backend=backend)
+    if step == -1:
+        return Verdict("no_error", backend=backend)
+    return Verdict("ok", step=step, quote="q", span=(0, 1), backend=backend)
+
+
+def _ref_cascade(checker: int, judge: int | None) -> int | None:
+    verdict, _ = combine_verdicts(_stage_verdict(checker, "stepcheck"),
+                                  _stage_verdict(judge, "judge"), "earlier")
+    return verdict.predicted_step
+
+
 EXERCISES: dict[str, Exercise] = {
     "group_advantages": Exercise(
         "f(rewards: (B, G) float tensor) -> (B, G)", _random_rewards, _ref_group,
@@ -97,6 +149,15 @@ EXERCISES: dict[str, Exercise] = {
         _random_credit_inputs, _ref_hybrid,
         "broadcast seq_adv[:, None] over the response tokens only (multiply by response_mask), then add "
         "lam * -1 on error_mask tokens of wrong answers; padding must stay exactly 0"),
+    "processbench_f1": Exercise(
+        "f(labels: list[int], preds: list[int | None]) -> float", _random_predictions, _ref_f1,
+        "two accuracies, each over its own samples (labels of -1 are the correct solutions); a prediction counts "
+        "only when it is exactly right, and None never is; when a group is empty its accuracy is 0, and so is the "
+        "harmonic mean of two zeros"),
+    "cascade_step": Exercise(
+        "f(checker: int, judge: int | None) -> int | None", _random_stage_steps, _ref_cascade,
+        "read the rules in calgrpo_lib.oracle.cascade's docstring: who answers when only one stage flags a step, "
+        "when both do, and when the judge failed; -1 is a verdict too"),
 }
 
 
@@ -110,6 +171,19 @@ def _describe(args: tuple) -> str:
     return ", ".join(parts)
 
 
+def _scalar_mismatch(got: Any, expected: float | int | None) -> str | None:
+    """What is wrong with a number (or None) the learner returned, or None when it is right."""
+    if expected is None or isinstance(expected, int):
+        if got is None or expected is None:
+            return None if got is expected else f"got {got!r}, expected {expected!r}"
+        if isinstance(got, bool) or not isinstance(got, int):
+            return f"your function returned {type(got).__name__} {got!r}, expected the int {expected!r}"
+        return None if got == expected else f"got {got}, expected {expected}"
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return f"your function returned {type(got).__name__}, expected a float"
+    return None if abs(float(got) - expected) <= 1e-6 else f"got {float(got):.6g}, expected {expected:.6g}"
+
+
 def _first_mismatch(name: str, user_fn: Callable[..., Any], trials: int, seed: int) -> str | None:
     """None when ``user_fn`` matches the reference on every trial, else a message describing the first failure."""
     exercise = EXERCISES[name]
@@ -117,12 +191,18 @@ def _first_mismatch(name: str, user_fn: Callable[..., Any], trials: int, seed: i
     for trial in range(trials):
         args = exercise.make_inputs(gen)
         expected = exercise.reference(*args)
-        user_args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)  # the learner may mutate
+        user_args = tuple(a.clone() if isinstance(a, torch.Tensor) else list(a) if isinstance(a, list) else a
+                          for a in args)  # the learner may mutate
         where = f"trial {trial + 1}/{trials}, inputs: {_describe(args)}"
         try:
             got = user_fn(*user_args)
         except Exception as exc:  # the learner's code: report, never propagate
             return f"your function raised {type(exc).__name__}: {exc} ({where})"
+        if not isinstance(expected, torch.Tensor):
+            problem = _scalar_mismatch(got, expected)
+            if problem:
+                return f"{problem} ({where})"
+            continue
         if not isinstance(got, torch.Tensor):
             return f"your function returned {type(got).__name__}, expected a torch.Tensor ({where})"
         if tuple(got.shape) != tuple(expected.shape):

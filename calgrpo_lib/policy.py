@@ -82,11 +82,12 @@ def hub_offline() -> bool:
 
 
 def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path", *,
-                 shipped: tuple[str, Path, str] = (TINY, TINY_DIR, "policy build"),
+                 shipped: tuple[str, Path, str] | None = (TINY, TINY_DIR, "policy build"),
                  example: str = "Qwen/Qwen2.5-0.5B-Instruct") -> tuple[str, str]:
     """Where a model would load from, checked without loading it: ``("folder", path)`` (``"tiny"`` is the shipped
     folder) or ``("hub", id)``. ``shipped`` is the shipped model's name, folder and rebuild command (``python -m
-    calgrpo_lib <command> --out DIR``); ``example`` the hub id the error messages show.
+    calgrpo_lib <command> --out DIR``), or None for a kind of model the package ships none of (a process reward
+    model); ``example`` the hub id the error messages show.
 
     A folder must hold ``config.json``, a weights file (:data:`WEIGHT_FILES`) and a tokenizer file; a name that
     looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) or names a file must be such a folder. With
@@ -95,8 +96,9 @@ def model_source(name_or_path: str | os.PathLike, field: str = "name_or_path", *
     """
     check_type(field, name_or_path, (str, os.PathLike))
     name = os.fspath(name_or_path)
-    tiny, tiny_dir, rebuild_command = shipped
-    allowed = (f"allowed: {tiny!r}, a folder saved with save_pretrained (config.json, weights, tokenizer), or a hub "
+    tiny, tiny_dir, rebuild_command = shipped if shipped is not None else (None, None, "")
+    named = f"{tiny!r}, " if tiny is not None else ""
+    allowed = (f"allowed: {named}a folder saved with save_pretrained (config.json, weights, tokenizer), or a hub "
                f"id such as {example!r}")
     path = tiny_dir if name == tiny else Path(name).expanduser()
     if name == tiny or path.is_dir():

@@ -11,7 +11,8 @@ typo in a data path should not cost that minute and then end in a traceback):
 - **device**: ``cuda`` / ``mps`` only where torch finds one; ``bfloat16`` on CUDA only where the GPU supports it;
 - **data**: for ``task="gsm8k"``, the train (and, with ``eval_size > 0``, test) file exists and every line parses
   (the first bad line is named with its file and line number); without a local file, the hub must be allowed;
-- **oracle**: ``openai`` / ``local`` need ``oracle_model`` (``local``: a model as above); ``openai`` an
+- **oracle**: ``openai`` / ``local`` / ``prm`` need ``oracle_model`` (``local``, ``prm``: a model as above, ``prm``
+  with no shipped default); ``openai`` an
   ``http(s)://`` base URL; ``gemini`` an installed client library and an API key (never shown); a judge's reply cache
   (``oracle_cache``, default ``<output_dir>/oracle_cache.sqlite``) must be a readable SQLite file or creatable in a
   writable folder;
@@ -44,7 +45,7 @@ from .reward_model import reward_model_source
 
 __all__ = ["preflight", "PreflightError", "REMOTE_ORACLES"]
 
-REMOTE_ORACLES = ("gemini", "openai", "local")  #: oracles whose replies are cached in a SQLite file
+REMOTE_ORACLES = ("gemini", "openai", "local", "prm")  #: oracles whose replies are cached in a SQLite file
 
 
 class PreflightError(ValueError):
@@ -147,11 +148,17 @@ def _check_oracle(config: GRPOConfig) -> list[str]:
     if oracle not in REMOTE_ORACLES:
         return []
     problems = []
-    if oracle in ("openai", "local") and not config.oracle_model:
-        what = "the served model's name, e.g. 'qwen2.5:7b'" if oracle == "openai" else "a judge model folder or hub id"
+    if oracle in ("openai", "local", "prm") and not config.oracle_model:
+        what = {"openai": "the served model's name, e.g. 'qwen2.5:7b'", "local": "a judge model folder or hub id",
+                "prm": "a process reward model's folder or hub id, e.g. 'Qwen/Qwen2.5-Math-PRM-7B'"}[oracle]
         problems.append(f"oracle={oracle!r} needs oracle_model ({what}); got oracle_model={config.oracle_model!r}")
     if oracle == "local" and config.oracle_model:
         problems += _check_model("oracle_model", config.oracle_model)
+    if oracle == "prm" and config.oracle_model:
+        try:
+            model_source(config.oracle_model, "oracle_model", shipped=None, example="Qwen/Qwen2.5-Math-PRM-7B")
+        except (FileNotFoundError, TypeError) as e:
+            problems.append(str(e))
     url = config.oracle_base_url
     if oracle == "openai" and url is not None and not url.startswith(("http://", "https://")):
         problems.append(f"oracle_base_url={url!r} is not an http(s) URL; allowed: e.g. 'http://127.0.0.1:8000/v1'")

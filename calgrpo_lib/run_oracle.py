@@ -1,5 +1,5 @@
 """The oracle a run's config names: :func:`build_oracle`, with its reply cache in the run folder and the exact step
-checker as the fallback of every LLM judge."""
+checker as the fallback of every judge (LLM or PRM), or in front of it with ``oracle_cascade``."""
 
 from __future__ import annotations
 
@@ -26,4 +26,6 @@ def build_oracle(config: GRPOConfig) -> Any:
                        batch_timeout_s=config.oracle_batch_timeout_s)
     cache = config.oracle_cache or str(Path(config.output_dir) / "oracle_cache.sqlite")
     return make_oracle(config.oracle, model=config.oracle_model, base_url=config.oracle_base_url, config=run,
-                       cache=cache, fallback=StepCheckOracle())  # the exact checker judges when a judge call fails
+                       cache=cache, fallback=StepCheckOracle(),  # the exact checker judges when a judge call fails
+                       prm_interface=config.prm_interface, prm_threshold=config.prm_threshold,
+                       trust_remote_code=config.oracle_trust_remote_code, cascade=config.oracle_cascade)

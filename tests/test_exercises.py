@@ -4,11 +4,26 @@ import torch
 from calgrpo_lib.advantages import group_advantages, rloo_advantages
 from calgrpo_lib.credit import token_advantages
 from calgrpo_lib.exercises import EXERCISES, check_exercise
+from calgrpo_lib.oracle import harmonic_f1
+
+
+def _f1(labels, preds):  # a learner's correct answer, written from the definition
+    err = [p == lab for lab, p in zip(labels, preds) if lab != -1]
+    ok = [p == -1 for lab, p in zip(labels, preds) if lab == -1]
+    return harmonic_f1(sum(err) / len(err) if err else 0.0, sum(ok) / len(ok) if ok else 0.0)
+
+
+def _cascade(checker, judge):  # the "earlier" rule, written from the cascade's docstring
+    if checker == -1:
+        return -1 if judge is None else judge
+    return judge if judge is not None and 0 <= judge < checker else checker
 
 LIBRARY = {  # the library's own functions, wrapped to the exercise signatures: they must pass
     "group_advantages": lambda r: group_advantages(r, r.shape[1]),
     "rloo": lambda r: rloo_advantages(r, r.shape[1]),
     "cal_hybrid": lambda a, m, e, w, lam: token_advantages(a, m, e, w, "cal_hybrid", lam=lam)[0],
+    "processbench_f1": _f1,
+    "cascade_step": _cascade,
 }
 
 
@@ -27,6 +42,14 @@ def test_every_exercise_has_a_passing_library_answer(capsys):
     ("cal_hybrid", lambda a, m, e, w, lam: a[:, None] - lam * (e & w[:, None]).float(), "values differ"),  # padding
     ("cal_hybrid", lambda a, m, e, w, lam: a[:, None] * m, "values differ"),  # no extra push on the span
     ("rloo", lambda r: r.flatten(), "shape"),
+    ("processbench_f1", lambda labels, preds: sum(p == lab for lab, p in zip(labels, preds)) / len(labels),
+     "got"),  # plain accuracy over all samples
+    ("processbench_f1", lambda labels, preds: (_f1(labels, preds) or 1.0) if all(
+        lab == -1 for lab in labels) else _f1(labels, preds), "expected 0"),  # no erroneous sample: F1 is 0
+    ("processbench_f1", lambda labels, preds: str(_f1(labels, preds)), "returned str"),
+    ("cascade_step", lambda checker, judge: checker if checker != -1 else judge, "got"),  # the judge never wins
+    ("cascade_step", lambda checker, judge: min(s for s in (checker, judge) if s is not None), "got"),  # -1 < step
+    ("cascade_step", lambda checker, judge: float(checker), "expected the int"),
     ("rloo", lambda r: r.tolist(), "returned list"),
 ])
 def test_wrong_answers_fail_with_a_hint(capsys, name, wrong, message):

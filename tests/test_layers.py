@@ -30,7 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "reward_plots", "__main__"),
 }
 MAX_LINES = 400
-MAX_ORACLE_MODULES = 16  # 12 + `__main__` (the `evaluate` command) + `backends` + `prm` (process reward models) + `cascade`
+MAX_ORACLE_MODULES = 16  # 12 + `__main__` (`evaluate`) + `backends` + `prm` (process reward models) + `cascade`
 
 
 def _module_name(path: Path) -> str:

@@ -15,9 +15,14 @@ Where each concept lives:
 - :mod:`.prompt`: the judge prompt and few-shot file, and :class:`PromptedOracle`, the base of the LLM judges;
 - one module per backend: :mod:`.gemini` (:class:`GeminiOracle`, Gemini through ``google-genai`` with a JSON reply
   schema), :mod:`.openai_compat` (:class:`OpenAICompatibleOracle`, a vLLM / ollama server behind
-  ``/v1/chat/completions``), :mod:`.local` (:class:`LocalJudgeOracle`, any Hugging Face causal LM) and
+  ``/v1/chat/completions``), :mod:`.local` (:class:`LocalJudgeOracle`, any Hugging Face causal LM), :mod:`.prm`
+  (:class:`PRMOracle`, a process reward model: the first step scoring below a threshold; the Qwen2.5-Math-PRM and
+  Math-Shepherd interfaces, :data:`PRM_INTERFACES`) and
   :mod:`.stepcheck`, the offline judges: :class:`StepCheckOracle` (exact; re-checks every arithmetic claim and every
   number used) and :class:`FakeOracle` (a scripted judge with a fixed latency, for demos and benchmarks);
+- :mod:`.cascade`: :class:`CascadeOracle`, the exact step checker first and a judge (LLM or PRM) for what it cannot
+  settle, combined by a documented rule (:data:`CASCADE_RULES`, :func:`combine_verdicts`); ``stats.answered_by``
+  says which stage gave each verdict;
 - :mod:`.evaluation`: how well an oracle localises errors: ProcessBench F1 (:func:`harmonic_f1`, the one place it
   is computed), :func:`localization_report` on injected errors, and the ProcessBench evaluation
   (:func:`evaluate_processbench` -> :class:`ProcessBenchReport`: accuracies, F1, first-error offsets; how a sample's
@@ -49,6 +54,7 @@ from ..claims import Claim, find_claims
 from ..data import PROCESSBENCH_SPLITS, ProcessBenchRecord, find_data_dir, load_processbench, oracle_problems
 from .backends import BACKENDS, make_oracle
 from .cache import ReplyCache, cache_key
+from .cascade import CASCADE_RULES, CascadeOracle, combine_verdicts
 from .evaluation import (
     OFFSETS_CORRECT,
     OFFSETS_ERRONEOUS,
@@ -70,6 +76,7 @@ from .evaluation import (
 from .gemini import DEFAULT_GEMINI_MODEL, HOW_TO_ENABLE, GeminiOracle, client_library, gemini_key
 from .local import LocalJudgeOracle
 from .openai_compat import OpenAICompatibleOracle
+from .prm import PRM_INTERFACES, PRMOracle
 from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, PromptedOracle, build_prompt, load_fewshot, prompt_version
 from .remote import Secret, classify_http, is_daily_quota, redact, resolve_api_key, retry_after_s
 from .runner import FALLBACKS, BackendError, Oracle, OracleConfig, QuotaExhausted
@@ -78,7 +85,8 @@ from .stepcheck import FakeOracle, StepCheckOracle, StepError, check_solution
 from .verdict import REPLY_SCHEMA, STATUSES, JudgeItem, Reply, ReplyError, Verdict, localize, parse_reply, reply_json
 
 __all__ = [
-    "BACKENDS", "make_oracle", "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES",
+    "BACKENDS", "make_oracle", "CascadeOracle", "CASCADE_RULES", "combine_verdicts", "PRMOracle", "PRM_INTERFACES",
+    "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES",
     "OracleStats", "ReplyCache",
     "cache_key", "StepCheckOracle", "StepError", "check_solution", "GeminiOracle", "DEFAULT_GEMINI_MODEL",
     "HOW_TO_ENABLE", "client_library", "gemini_key", "LocalJudgeOracle", "OpenAICompatibleOracle", "FakeOracle",

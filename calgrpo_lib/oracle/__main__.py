@@ -4,16 +4,20 @@
 
     python -m calgrpo_lib.oracle evaluate --benchmark processbench --oracle gemini --split gsm8k
     python -m calgrpo_lib.oracle evaluate --oracle stepcheck --path ProcessBench/ --split all --limit 50 --json out.json
+    python -m calgrpo_lib.oracle evaluate --oracle prm --model Qwen/Qwen2.5-Math-PRM-7B --trust-remote-code
+    python -m calgrpo_lib.oracle evaluate --oracle gemini --cascade --split gsm8k     # the step checker first
 
 The benchmark comes from the hub (``Qwen/ProcessBench``) or ``--path`` (see
-:func:`calgrpo_lib.data.load_processbench`). The oracle is built by
-:func:`calgrpo_lib.oracle.backends.make_oracle`, as a training run's ``run_oracle.build_oracle`` builds one: LLM
-judges get a reply cache (``--cache``, default ``results/cache/oracle.sqlite``) and no fallback unless
-``--fallback stepcheck``, so the judge's own failures count against it. ProcessBench carries no reference solution:
-by default the oracle gets an empty reference; ``--reference gsm8k`` gives it, on the gsm8k split, the GSM8K test
-solution of the same question. Prints, per split, the accuracies on erroneous and correct samples and F1, a table
-of predicted-vs-true first-error offsets and the average F1; ``--json OUT`` writes the numbers and the per-sample
-predictions. Exit status: 0, or 2 for a bad argument, a missing file or an oracle that cannot be built.
+:func:`calgrpo_lib.data.load_processbench`). The oracle is built by :func:`calgrpo_lib.oracle.backends.make_oracle`,
+as a training run's ``run_oracle.build_oracle`` builds one: LLM judges and PRMs get a reply cache (``--cache``,
+default ``results/cache/oracle.sqlite``) and no fallback unless ``--fallback stepcheck``, so the judge's own
+failures count against it; ``--cascade`` puts the exact step checker before the judge
+(:class:`~calgrpo_lib.oracle.cascade.CascadeOracle`) and prints which stage answered how often. ProcessBench carries
+no reference solution: by default the oracle gets an empty reference; ``--reference gsm8k`` gives it, on the gsm8k
+split, the GSM8K test solution of the same question. Prints, per split, the accuracies on erroneous and correct
+samples and F1, a table of predicted-vs-true first-error offsets and the average F1; ``--json OUT`` writes the
+numbers and the per-sample predictions. Exit status: 0, or 2 for a bad argument, a missing file or an oracle that
+cannot be built.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .backends import BACKENDS
 from .backends import make_oracle as make_judge
 from .evaluation import ProcessBenchReport, average_f1, evaluate_processbench, gsm8k_references, offsets_table
 from .gemini import DEFAULT_GEMINI_MODEL
+from .prm import PRM_INTERFACES
 from .runner import Oracle, OracleConfig
 from .stepcheck import StepCheckOracle
 
@@ -59,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the oracle gets as reference (default none; gsm8k: the GSM8K test solution)")
     ev.add_argument("--gsm8k-path", default=None, help="GSM8K test.jsonl or its folder, for --reference gsm8k")
     ev.add_argument("--model", default=None, help=f"judge model (gemini default {DEFAULT_GEMINI_MODEL}; needed "
-                    "for openai and local)")
+                    "for openai, local and prm)")
+    ev.add_argument("--prm-interface", choices=PRM_INTERFACES, default="step_head",
+                    help="prm: step_head (Qwen2.5-Math-PRM) or next_token (Math-Shepherd)")
+    ev.add_argument("--threshold", type=float, default=0.5, help="prm: a step scoring below this is an error")
+    ev.add_argument("--trust-remote-code", action="store_true", help="prm: run the hub model's own code")
+    ev.add_argument("--cascade", action="store_true", help="the exact step checker first, then the judge")
     ev.add_argument("--base-url", default=None, help="server of the gemini / openai judge")
     ev.add_argument("--concurrency", type=int, default=8)
     ev.add_argument("--timeout", type=float, default=60.0, help="seconds per judge call, retries included")
@@ -91,7 +101,8 @@ def make_oracle(args: argparse.Namespace, chunk_size: int) -> Oracle:
         cache = None
     fallback = StepCheckOracle() if args.fallback == "stepcheck" else None
     return make_judge(args.oracle, model=args.model, base_url=args.base_url, config=run, cache=cache,
-                      fallback=fallback, latency_s=args.latency)
+                      fallback=fallback, latency_s=args.latency, prm_interface=args.prm_interface,
+                      prm_threshold=args.threshold, trust_remote_code=args.trust_remote_code, cascade=args.cascade)
 
 
 def _finite(x):
@@ -135,7 +146,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     limit = f", the first {args.limit} of each" if args.limit else ""
-    print(f"ProcessBench | oracle {args.oracle} (model {oracle.model or '-'}) | splits {', '.join(splits)}{limit}")
+    name = f"cascade: stepcheck, then {args.oracle}" if args.cascade else args.oracle
+    print(f"ProcessBench | oracle {name} (model {oracle.model or '-'}) | splits {', '.join(splits)}{limit}")
     print(f"reference given to the oracle: {_NO_REFERENCE if gsm8k is None else _GSM8K_REFERENCE}")
     reports: list[ProcessBenchReport] = []
     for split, records in data.items():
@@ -153,8 +165,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     causes = f" {s['failures_by_cause']}" if s["failures_by_cause"] else ""
     print(f"oracle calls {s['calls']}, cache hits {s['cache_hits']}, retries {s['retries']}, failures "
           f"{s['failures']}{causes}, fallbacks {s['fallbacks']}")
+    if s["answered_by"]:
+        print("answered by: " + ", ".join(f"{stage} {n}" for stage, n in s["answered_by"].items()))
     if args.json_out:
-        out = {"benchmark": "processbench", "oracle": args.oracle, "model": oracle.model, "limit": args.limit,
+        out = {"benchmark": "processbench", "oracle": args.oracle, "cascade": args.cascade, "model": oracle.model,
+               "limit": args.limit,
                "reference": args.reference, "splits": {r.split: r.to_dict() for r in reports}, "average_f1": avg,
                "oracle_stats": s}
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

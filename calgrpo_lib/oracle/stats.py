@@ -9,6 +9,8 @@
   ``reply_too_large``, ``quota_exhausted``, ...);
 - ``statuses``: verdicts by status; ``unlocalized``: unlocalized verdicts by cause;
 - ``stopped``: the cause that stops all calls of the oracle (``"quota_exhausted"``), or ``""``;
+- ``answered_by``: verdicts by the stage that gave them, for oracles made of stages (a
+  :class:`~calgrpo_lib.oracle.cascade.CascadeOracle`: ``checker`` or ``judge``); empty for a single backend;
 - latency percentiles over the backend calls (cache hits excluded).
 
 Two views: :meth:`OracleStats.snapshot` (flat numbers; a training step logs the difference of two) and
@@ -51,6 +53,7 @@ class OracleStats:
             self.statuses: Counter[str] = Counter()
             self.unlocalized: Counter[str] = Counter()
             self.latencies_s: list[float] = []
+            self.answered_by: Counter[str] = Counter()
             self.stopped = ""
 
     def add(self, name: str, n: int = 1) -> None:
@@ -77,6 +80,27 @@ class OracleStats:
             self.statuses[status] += 1
             if status == "unlocalized":
                 self.unlocalized[cause] += 1
+
+    def answered(self, stage: str, n: int = 1) -> None:
+        """Count ``n`` verdicts given by ``stage`` (a cascade's ``checker`` or ``judge``)."""
+        with self._lock:
+            self.answered_by[stage] += n
+
+    def include_calls(self, other: OracleStats, before: dict) -> None:
+        """Add the backend work ``other`` did since ``before`` (its :meth:`to_dict` then, with ``latency_count``
+        the length of its latency list then): calls, cache hits, retries (and their causes), fallbacks, abandoned
+        calls, failures by cause and the new latencies. Its verdict counts are not added: an oracle made of stages
+        counts the verdicts it hands out itself."""
+        now = other.to_dict()
+        new_latencies = other.latencies_s[before.get("latency_count", 0):]
+        with self._lock:
+            for k in COUNTERS[1:]:  # requests are counted by the outer oracle
+                setattr(self, k, getattr(self, k) + now[k] - before.get(k, 0))
+            for mine, key in ((self.failures, "failures"), (self.retry_causes, "retry_causes")):
+                for cause, n in now[key].items():
+                    if n - before.get(key, {}).get(cause, 0):
+                        mine[cause] += n - before.get(key, {}).get(cause, 0)
+            self.latencies_s.extend(new_latencies)
 
     def latency(self, seconds: float) -> None:
         """Record the wall time of one backend call."""
@@ -110,7 +134,8 @@ class OracleStats:
             lat = list(self.latencies_s)
             out = {k: getattr(self, k) for k in COUNTERS}
             out.update(failures=dict(self.failures), retry_causes=dict(self.retry_causes),
-                       statuses=dict(self.statuses), unlocalized=dict(self.unlocalized), stopped=self.stopped)
+                       statuses=dict(self.statuses), unlocalized=dict(self.unlocalized),
+                       answered_by=dict(self.answered_by), stopped=self.stopped, latency_count=len(lat))
         out.update(unlocalized_rate=self.unlocalized_rate, latency_p50_s=_percentile(lat, 0.5),
                    latency_p95_s=_percentile(lat, 0.95))
         return out
@@ -122,13 +147,14 @@ class OracleStats:
         ``abandoned``), ``failures`` (all causes), one count per status (``ok``, ``no_error``, ``unlocalized``,
         ``failed``), ``stopped`` (1.0 while a quota stop is in force, else 0.0: a state, not a count),
         ``unlocalized_rate`` and the latency percentiles. Plus, for every cause seen so far,
-        ``failures_<cause>``, ``retries_<cause>`` and ``unlocalized_<cause>`` (e.g. ``failures_http_503``)."""
+        ``failures_<cause>``, ``retries_<cause>`` and ``unlocalized_<cause>`` (e.g. ``failures_http_503``), and
+        ``answered_by_<stage>`` for every stage that answered (a cascade's ``checker`` / ``judge``)."""
         with self._lock:
             out = {k: getattr(self, k) for k in COUNTERS}
             out["failures"] = sum(self.failures.values())
             out.update({s: self.statuses.get(s, 0) for s in ("ok", "no_error", "unlocalized", "failed")})
             for name, counts in (("failures", self.failures), ("retries", self.retry_causes),
-                                 ("unlocalized", self.unlocalized)):
+                                 ("unlocalized", self.unlocalized), ("answered_by", self.answered_by)):
                 out.update({f"{name}_{cause or 'unknown'}": n for cause, n in counts.items()})
             out["stopped"] = 1 if self.stopped else 0
             lat = list(self.latencies_s)
@@ -139,22 +165,23 @@ class OracleStats:
     def step_counts(self, before: dict[str, float]) -> dict[str, float]:
         """What happened since ``before`` (an earlier :meth:`snapshot`), for a training step's metrics: ``calls``,
         ``cache_hits``, ``failures``, ``unlocalized``, ``retries``, ``fallbacks``, ``abandoned`` (differences,
-        always present), every ``failures_<cause>`` / ``retries_<cause>`` / ``unlocalized_<cause>`` whose
-        difference is not zero, and ``stopped`` (the state now, 0.0 or 1.0)."""
+        always present), every ``failures_<cause>`` / ``retries_<cause>`` / ``unlocalized_<cause>`` /
+        ``answered_by_<stage>`` whose difference is not zero, and ``stopped`` (the state now, 0.0 or 1.0)."""
         after = self.snapshot()
         fixed = ("calls", "cache_hits", "failures", "unlocalized", "retries", "fallbacks", "abandoned")
         out = {k: after[k] - before.get(k, 0.0) for k in fixed}
         out.update({k: v - before.get(k, 0.0) for k, v in after.items()
-                    if k.startswith(("failures_", "retries_", "unlocalized_")) and k != "unlocalized_rate"
-                    and v != before.get(k, 0.0)})
+                    if k.startswith(("failures_", "retries_", "unlocalized_", "answered_by_"))
+                    and k != "unlocalized_rate" and v != before.get(k, 0.0)})
         out["stopped"] = after["stopped"]
         return out
 
     def summary(self) -> dict:
         """The faults of the run so far, for an end-of-training report: ``calls``, ``cache_hits``, ``retries``,
         ``fallbacks``, ``abandoned``, ``failures`` (total) and ``failures_by_cause``, ``retries_by_cause``,
-        ``unlocalized`` (total) and ``unlocalized_by_cause`` (dicts, largest first), ``stopped`` (the cause of a
-        quota stop in force, or ``""``) and the latency percentiles."""
+        ``unlocalized`` (total) and ``unlocalized_by_cause`` (dicts, largest first), ``answered_by`` (verdicts by
+        stage, for a cascade; else empty), ``stopped`` (the cause of a quota stop in force, or ``""``) and the
+        latency percentiles."""
         d = self.to_dict()
 
         def ranked(counts: dict) -> dict:
@@ -164,7 +191,8 @@ class OracleStats:
                 "fallbacks": d["fallbacks"], "abandoned": d["abandoned"], "failures": sum(d["failures"].values()),
                 "failures_by_cause": ranked(d["failures"]), "retries_by_cause": ranked(d["retry_causes"]),
                 "unlocalized": sum(d["unlocalized"].values()), "unlocalized_by_cause": ranked(d["unlocalized"]),
-                "stopped": d["stopped"], "latency_p50_s": d["latency_p50_s"], "latency_p95_s": d["latency_p95_s"]}
+                "answered_by": ranked(d["answered_by"]), "stopped": d["stopped"],
+                "latency_p50_s": d["latency_p50_s"], "latency_p95_s": d["latency_p95_s"]}
 
     def __repr__(self) -> str:
         d = self.to_dict()

@@ -6,14 +6,25 @@ Walking the steps of ``split_steps(response)`` in order, the first step is flagg
 1. uses a number (an operand of a claim) that is neither stated in the question (digits, words, simple percentage
    and fraction forms, see :mod:`calgrpo_lib.grounding`), nor an everyday constant, nor derived by an earlier claim, nor
    (with ``reference_numbers=True``) a number of the reference solution: the quote is that number, or its
-   equation when the number occurs twice in the step;
-2. makes a claim whose arithmetic is wrong (:mod:`calgrpo_lib.claims`): the quote is the equation, e.g.
-   ``48/2 = <<48/2=25>>25``;
+   equation when the number occurs twice in the step. Operands written as words ("half", "twice", "a third") are
+   operations, not quantities, and are not checked;
+2. makes a claim whose arithmetic is wrong: the quote is the claim, e.g. ``48/2 = <<48/2=25>>25``;
 3. ends with ``#### n`` where ``n`` is not the last derived value (nor any value stated or derived before, as
    GSM8K solutions sometimes finish in words): the quote is that line.
 
+The claims of a step (:func:`step_claims`) are the symbolic ones of :mod:`calgrpo_lib.claims` (annotations,
+``=`` equations, LaTeX) and, with ``prose=True`` (the default, :data:`PROSE_DEFAULT`), the arithmetic stated in
+words that :mod:`calgrpo_lib.prose_claims` reads ("5 times 3 is 15", "half of 30 is 15", "5 tickets cost $4 each, so
+she pays $20"), except a prose claim overlapping a symbolic one. The default is on because it is nearly free of false
+alarms: on the 1,319 GSM8K test references reworded as prose (:mod:`calgrpo_lib.prose_solutions`) it flags 2
+(0.15%, both real errors of the references) and finds 97.9% of injected first errors, against 19.7% with
+``prose=False``; on the annotated references it adds one flag (again a real error) and changes no first-error
+verdict (``bench/prose_checker.py``). ``prose`` is part of the ``prompt_version``, so cached verdicts of the two
+readers never mix.
+
 It cannot see a wrong choice of operation with right arithmetic on stated numbers, or reasoning with no
-equations; it then answers "no error" (which validation turns into ``unlocalized`` when the final answer is wrong).
+arithmetic it can read; it then answers "no error" (which validation turns into ``unlocalized`` when the final
+answer is wrong).
 
 :class:`FakeOracle` waits ``latency_s`` per call (like a remote API) and answers with ``reply(item)``; by default
 the reply of a :class:`StepCheckOracle`, so its verdicts are meaningful. ``backend_calls`` counts the calls that
@@ -32,15 +43,18 @@ from pathlib import Path
 from ..arithmetic import close_enough, parse_value
 from ..claims import Claim, Number, find_claims
 from ..grounding import CONSTANTS, NumberPool, stated_numbers
+from ..prose_claims import find_prose_claims
 from ..rewards import extract_answer, parse_number
 from ..steps import Step, split_steps
+from ..validation import check_type
 from .cache import ReplyCache
 from .runner import Oracle, OracleConfig
 from .verdict import JudgeItem, reply_json
 
-__all__ = ["StepCheckOracle", "StepError", "check_solution", "FakeOracle"]
+__all__ = ["StepCheckOracle", "StepError", "check_solution", "step_claims", "FakeOracle", "PROSE_DEFAULT"]
 
 _FINAL = re.compile(r"^####\s*(\S.*?)\s*$")
+PROSE_DEFAULT = True  #: whether the checker reads arithmetic stated in words by default (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def _final_error(step: Step, last: Number | None, seen: NumberPool) -> StepError
 
 def _claim_error(step: Step, claim: Claim, pool: NumberPool) -> StepError | None:
     for n in claim.operands:
-        if not pool.contains(n.value, n.text):
+        if any(ch.isdigit() for ch in n.text) and not pool.contains(n.value, n.text):  # "half", "twice": words
             s, e = _number_quote(n, claim, step.text)
             why = f"{_show(n)} is neither given in the question nor computed before"
             return StepError(step.index, s, e, "unknown_number", why)
@@ -88,8 +102,23 @@ def _claim_error(step: Step, claim: Claim, pool: NumberPool) -> StepError | None
     return StepError(step.index, claim.start, claim.end, "arithmetic", why)
 
 
-def check_solution(question: str, reference: str, response: str, *, reference_numbers: bool = True) -> StepError | None:
-    """The first erroneous step of ``response`` as a :class:`StepError`, or ``None`` (see the module docstring)."""
+def step_claims(text: str, offset: int = 0, *, prose: bool = PROSE_DEFAULT) -> list[Claim]:
+    """The claims the checker re-checks in ``text``: the symbolic ones (:func:`~calgrpo_lib.claims.find_claims`) and,
+    with ``prose=True``, the prose ones (:func:`~calgrpo_lib.prose_claims.find_prose_claims`) that overlap none of
+    them; in order of their start."""
+    claims = find_claims(text, offset)
+    if prose:
+        claims += [p for p in find_prose_claims(text, offset)
+                   if not any(p.start < c.end and c.start < p.end for c in claims)]
+    return sorted(claims, key=lambda c: c.start)
+
+
+def check_solution(question: str, reference: str, response: str, *, reference_numbers: bool = True,
+                   prose: bool = PROSE_DEFAULT) -> StepError | None:
+    """The first erroneous step of ``response`` as a :class:`StepError`, or ``None`` (see the module docstring);
+    ``prose=True`` also re-checks arithmetic stated in words."""
+    check_type("reference_numbers", reference_numbers, bool)
+    check_type("prose", prose, bool)
     given = stated_numbers(question) | (stated_numbers(reference) if reference_numbers else set())
     pool, seen = NumberPool(CONSTANTS | given), NumberPool(given)  # seen: stated or derived, no constants
     answer = parse_number(extract_answer(reference))
@@ -102,7 +131,7 @@ def check_solution(question: str, reference: str, response: str, *, reference_nu
             if err is not None:
                 return err
             continue
-        for claim in find_claims(step.text, step.start):
+        for claim in step_claims(step.text, step.start, prose=prose):
             err = _claim_error(step, claim, pool)
             if err is not None:
                 return err
@@ -119,12 +148,14 @@ class StepCheckOracle(Oracle):
     backend = "stepcheck"
     inline = True
 
-    def __init__(self, *, reference_numbers: bool = True, config: OracleConfig | None = None,
-                 cache: ReplyCache | str | Path | None = None, fallback: Oracle | None = None) -> None:
+    def __init__(self, *, reference_numbers: bool = True, prose: bool = PROSE_DEFAULT,
+                 config: OracleConfig | None = None, cache: ReplyCache | str | Path | None = None,
+                 fallback: Oracle | None = None) -> None:
         super().__init__(config=config, cache=cache, fallback=fallback)
-        if not isinstance(reference_numbers, bool):
-            raise TypeError(f"reference_numbers={reference_numbers!r}; allowed: True or False")
+        check_type("reference_numbers", reference_numbers, bool)
+        check_type("prose", prose, bool)
         self.reference_numbers = reference_numbers
+        self.prose = prose
 
     @property
     def model(self) -> str:
@@ -132,11 +163,12 @@ class StepCheckOracle(Oracle):
 
     @property
     def prompt_version(self) -> str:
-        return "stepcheck-1"
+        return "stepcheck-2+prose" if self.prose else "stepcheck-1"  # the cache keys of the two readers differ
 
     def check(self, item: JudgeItem) -> StepError | None:
         """The raw :class:`StepError` for ``item`` (before the reply/validation layer)."""
-        return check_solution(item.question, item.reference, item.response, reference_numbers=self.reference_numbers)
+        return check_solution(item.question, item.reference, item.response, reference_numbers=self.reference_numbers,
+                              prose=self.prose)
 
     def reply_text(self, item: JudgeItem) -> str:
         """The reply a judge should give for ``item``, as JSON text (:func:`~calgrpo_lib.oracle.verdict.reply_json`):
