@@ -1,9 +1,10 @@
-"""Pictures of a group's rewards and advantages (notebook 01): bar charts, a live widget, and the length bias of
-each loss aggregation.
+"""Pictures of a group's rewards and advantages (notebook 01): bar charts, a live widget, the length bias of each
+loss aggregation, and the clipped surrogate against the probability ratio (notebook 04).
 
 :func:`advantage_bars` draws one group's rewards ``r_i`` and the advantages ``A_i`` they give (one method, or several
 side by side); :func:`advantage_widget` redraws it as sliders move the rewards; :func:`aggregation_bars` draws the
-per-token and total weight each ``loss_type`` gives responses of different lengths. Figures are matplotlib
+per-token and total weight each ``loss_type`` gives responses of different lengths; :func:`surrogate_curves` draws
+the PPO-clip objective of one token against its ratio, for a positive and a negative advantage. Figures are matplotlib
 ``Figure`` objects built without pyplot; bars of one method are coloured by sign on the scale of
 :func:`calgrpo_lib.viz.credit_color` (blue positive, red negative).
 """
@@ -16,7 +17,7 @@ from typing import Any
 from .validation import check_float, check_int, check_type
 from .viz import as_list, credit_color, figure_png, finite_numbers
 
-__all__ = ["advantage_bars", "advantage_widget", "aggregation_bars"]
+__all__ = ["advantage_bars", "advantage_widget", "aggregation_bars", "surrogate_curves"]
 
 _PALETTE = ("#0571b0", "#e66101", "#5e3c99", "#1a9641")  # one colour per series of grouped bars
 
@@ -138,3 +139,40 @@ def aggregation_bars(mask: Any, *, max_completion_length: int, loss_types: Seque
         ax.set_xticks(range(len(lengths)), names)
         ax.legend(fontsize=8)
     return fig
+
+
+def surrogate_curves(*, epsilon: float = 0.2, epsilon_high: float | None = None, ratio_range: tuple[float, float] =
+                     (0.4, 1.6), points: int = 241):
+    """The PPO-clip objective ``min(rho A, clip(rho, 1 - eps, 1 + eps_high) A)`` of one token against its ratio
+    ``rho``, for ``A = +1`` (left) and ``A = -1`` (right), computed by :func:`calgrpo_lib.loss.clipped_surrogate`
+    (the objective is minus its loss); the unclipped ``rho A`` dashed, the clipped region shaded (zero gradient).
+    Returns ``(figure, curves)``: ``curves`` maps ``"ratio"`` and, per advantage ``+1`` / ``-1``, ``"objective"`` and
+    ``"clipped"`` to plain lists, for checks next to the figure."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from .loss import clipped_surrogate
+
+    check_float("epsilon", epsilon, 0.0, 1.0, low_open=True, high_open=True)
+    low, high = ratio_range
+    check_float("ratio_range[0]", low, 0.0, None, low_open=True)
+    check_float("ratio_range[1]", high, low, None, low_open=True)
+    check_int("points", points, 3, None)
+    ratio = torch.linspace(low, high, points, dtype=torch.float64)  # (P,)
+    curves: dict[Any, Any] = {"ratio": ratio.tolist()}
+    fig = Figure(figsize=(9.0, 3.0), layout="constrained")
+    for ax, sign in zip(fig.subplots(1, 2, sharey=True), (1.0, -1.0)):
+        adv = torch.full((points,), sign, dtype=torch.float64)  # (P,)
+        loss, clipped = clipped_surrogate(ratio.log()[:, None], torch.zeros(points, 1, dtype=torch.float64), adv,
+                                          epsilon=epsilon, epsilon_high=epsilon_high)  # (P, 1) each
+        objective = (-loss[:, 0]).tolist()
+        curves[int(sign)] = {"objective": objective, "clipped": clipped[:, 0].tolist()}
+        ax.plot(curves["ratio"], (ratio * sign).tolist(), "--", color="#888888", lw=1, label=r"$\rho A$ (unclipped)")
+        ax.plot(curves["ratio"], objective, color=_PALETTE[0 if sign > 0 else 1], lw=2, label="clipped objective")
+        ax.fill_between(curves["ratio"], 0, 1, where=clipped[:, 0].tolist(), transform=ax.get_xaxis_transform(),
+                        color="#dddddd", label="clipped: no gradient")
+        ax.axvline(1.0, color="black", lw=0.5)
+        ax.set_title(f"advantage A = {sign:+.0f}", fontsize=10)
+        ax.set_xlabel(r"ratio $\rho = \pi_\theta / \pi_{old}$")
+        ax.legend(fontsize=8, loc="upper left" if sign > 0 else "upper right")
+    return fig, curves

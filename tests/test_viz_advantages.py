@@ -66,3 +66,20 @@ def test_credit_modes_figure_one_panel_per_mode():
     assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == ["a", "b"]
     with pytest.raises(ValueError, match="values_by_mode=\\{\\} is empty"):
         credit_modes_figure(tokens, {})
+
+
+def test_surrogate_curves_are_flat_exactly_where_the_clip_holds():
+    from calgrpo_lib.advantage_plots import surrogate_curves
+
+    fig, curves = surrogate_curves(epsilon=0.2, epsilon_high=0.28)
+    ratio = curves["ratio"]
+    for sign, outside in ((1, lambda r: r > 1.28 + 1e-9), (-1, lambda r: r < 0.8 - 1e-9)):
+        obj, clipped = curves[sign]["objective"], curves[sign]["clipped"]
+        assert clipped == [outside(r) for r in ratio]
+        flat = {round(o, 9) for o, c in zip(obj, clipped) if c}
+        assert flat == {round(sign * (1.28 if sign > 0 else 0.8), 9)}  # the objective stops moving there
+        assert all(abs(o - sign * r) < 1e-12 for o, r, c in zip(obj, ratio, clipped) if not c and
+                   (sign > 0 or r >= 0.8))
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="epsilon=0.0"):
+        surrogate_curves(epsilon=0.0)
