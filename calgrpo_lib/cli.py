@@ -2,7 +2,17 @@
 
 - ``train --preset tiny [--FIELD VALUE ...]``: GRPO training. Every field of :class:`~calgrpo_lib.config.GRPOConfig`
   is a flag (``--learning-rate 1e-4``, ``--credit-mode sequence``, ``--resume``); flags override the preset.
-  ``none`` sets an optional field to None.
+  ``none`` sets an optional field to None. ``--engine calgrpo`` (default) runs our trainer
+  (:func:`calgrpo_lib.trainer.train`); ``--engine trl`` runs TRL's ``GRPOTrainer`` with our token credit
+  (:class:`calgrpo_lib.trl_engine.CALGRPOTrainer`, ``pip install 'calgrpo[trl]'``) on the same flags, mapped to TRL's
+  names by :func:`calgrpo_lib.trl_engine.trl_config` (the table in that module's docstring: ``--max-new-tokens`` ->
+  ``max_completion_length``, ``--prompts-per-step`` x ``--num-generations`` -> the global batch, split over the
+  processes, ``--save-every`` -> ``save_steps``, ...), plus TRL's own ``--report-to``, ``--use-vllm``,
+  ``--vllm-mode colocate|server`` and ``--vllm-server-base-url``. A flag without a TRL counterpart
+  (``trl_engine.NO_TRL_COUNTERPART``: ``--eval-size``, ``--reward rm``, ...) given a value other than its default is
+  refused, naming it. Several processes: ``accelerate launch --config_file
+  calgrpo_lib/accelerate_configs/multi_gpu.yaml -m calgrpo_lib train --engine trl ...``; ``--resume`` continues from
+  the newest ``checkpoint-N`` in ``--output-dir``.
 - ``policy build --out DIR [--steps N ...]``: (re)build the tiny policy from scratch
   (:func:`calgrpo_lib.policy_build.build_tiny_policy`; flags are the fields of its ``TinyBuildConfig``).
 - ``policy eval [--model tiny] [--n 512] [--groups K]``: a policy's greedy accuracy on held-out synthetic problems.
@@ -65,6 +75,25 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                help=help_text)
 
 
+TRL_ONLY = ("report_to", "use_vllm", "vllm_mode", "vllm_server_base_url")  #: flags of --engine trl alone
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (--engine trl: TRL's GRPOTrainer with our credit)")
+    group.add_argument("--engine", choices=("calgrpo", "trl"), default="calgrpo",
+                       help="calgrpo: our trainer (default); trl: calgrpo_lib.trl_engine.CALGRPOTrainer, also under "
+                            "accelerate launch (pip install 'calgrpo[trl]')")
+    group.add_argument("--report-to", default=None, help="--engine trl: TRL's loggers, comma-separated "
+                                                         "(default 'none'; e.g. wandb, tensorboard)")
+    group.add_argument("--use-vllm", action=argparse.BooleanOptionalAction, default=None,
+                       help="--engine trl: generate with vLLM (TRL's use_vllm)")
+    group.add_argument("--vllm-mode", choices=("colocate", "server"), default=None,
+                       help="--engine trl with --use-vllm: colocate (vLLM in each training process, default) or "
+                            "server (a `trl vllm-serve` process)")
+    group.add_argument("--vllm-server-base-url", default=None,
+                       help="--engine trl, --vllm-mode server: the server's URL (default TRL's 0.0.0.0:8000)")
+
+
 def _share(value: str) -> float | None:
     """``--hard-carry-share``: a number, or ``none``."""
     return None if value.strip().lower() == "none" else float(value)
@@ -121,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run GRPO training and print held-out accuracy before -> after")
     train.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="starting config (default tiny)")
-    train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit "
+                       "(with --engine trl: TRL's config)")
+    _add_engine_flags(train)
     _add_config_flags(train)
     policy = sub.add_parser("policy", help="build the tiny policy, or evaluate a policy")
     _add_policy_commands(policy)
@@ -210,6 +241,77 @@ def _export_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _train_trl(args: argparse.Namespace, config: GRPOConfig) -> int:
+    """``train --engine trl``: :class:`calgrpo_lib.trl_engine.CALGRPOTrainer` on the task's problems, in each
+    process of an ``accelerate launch`` (or alone); prints each process's own counts and, once, a summary."""
+    try:
+        from . import trl_engine
+    except ImportError as e:
+        print(f"calgrpo: error: --engine trl needs TRL ({e}); install it: pip install 'calgrpo[trl]'", file=sys.stderr)
+        return 2
+    defaults = {f.name: f.default for f in fields(GRPOConfig) if f.default is not MISSING}
+    refused = [f"{_flag(name)} {getattr(args, name)!r}" for name, neutral in trl_engine.NO_TRL_COUNTERPART.items()
+               if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name, {})
+               and getattr(args, name) not in neutral]
+    try:
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: no counterpart in the trl engine (calgrpo_lib.trl_engine); "
+                             "allowed: leave these flags out, or --engine calgrpo")
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+        trl_args = trl_engine.trl_config(config, num_processes=world, report_to=args.report_to or "none",
+                                         use_vllm=bool(args.use_vllm), vllm_mode=args.vllm_mode or "colocate",
+                                         vllm_server_base_url=args.vllm_server_base_url)
+        if args.print_config:
+            print(trl_args.to_json_string())
+            return 0
+        from pathlib import Path
+
+        from transformers.trainer_utils import get_last_checkpoint
+
+        from .data import load_problems
+        from .policy import model_source
+
+        out = Path(config.output_dir)
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if config.resume and last is None:
+            raise FileNotFoundError(f"--resume: no checkpoint-N folder in output_dir {str(out)!r}; allowed: a run "
+                                    "folder of the trl engine, or leave out --resume")
+        if last is not None and not (config.resume or config.overwrite):
+            raise FileExistsError(f"output_dir {str(out)!r} holds a run ({Path(last).name}); allowed: --resume to "
+                                  "continue it, --overwrite to start again there, or another --output-dir")
+        kind, path = model_source(config.model, "model")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kind == "folder", padding_side="left")
+        problems = load_problems(config.task, "train", n=config.train_size, seed=config.seed, path=config.data_path)
+        dataset = trl_engine.problems_dataset(problems, prompt_style=config.prompt_style, tokenizer=tokenizer)
+        reward = trl_engine.reward_func(config.reward_format, config.answer_weight, config.format_weight)
+        trainer = trl_engine.CALGRPOTrainer(model=path, reward_funcs=reward, args=trl_args, train_dataset=dataset,
+                                            processing_class=tokenizer, peft_config=trl_engine.peft_config(config))
+    except (OSError, ValueError, TypeError) as e:
+        print(f"calgrpo: error: {e}", file=sys.stderr)
+        return 2
+    result = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    acc, own = trainer.accelerator, trainer.local_totals
+    requests = trainer.oracle.stats.snapshot()["requests"] if trainer.oracle is not None else 0
+    print(f"calgrpo[rank {acc.process_index}/{acc.num_processes}]: {own['completions']:.0f} completions, "
+          f"{own['wrong']:.0f} wrong, {own['judged']:.0f} judged, {requests:.0f} oracle requests", flush=True)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        logs = [r for r in trainer.state.log_history if "cal/completions" in r]
+        totals = {k: sum(r[f"cal/{k}"] for r in logs) for k in ("completions", "wrong", "judged", "error_tokens")}
+        checkpoints = sorted(p.name for p in Path(config.output_dir).glob("checkpoint-*"))
+        print(f"trl engine: {trainer.state.global_step} optimizer steps on {acc.num_processes} process(es) in "
+              f"{result.metrics.get('train_runtime', 0.0):.1f} s; {totals['completions']:.0f} completions, "
+              f"{totals['wrong']:.0f} wrong, {totals['judged']:.0f} judged, {totals['error_tokens']:.0f} error "
+              f"tokens; checkpoints {checkpoints} in {config.output_dir}", flush=True)
+    return 0
+
+
 def _print_memory_estimate(config: GRPOConfig) -> None:
     from .memory import estimate_memory, fits
 
@@ -235,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, TypeError) as e:
         print(f"calgrpo: error: {e}", file=sys.stderr)
+        return 2
+    if args.engine == "trl":
+        return _train_trl(args, config)
+    given = [name for name in TRL_ONLY if getattr(args, name) is not None]
+    if given:
+        print(f"calgrpo: error: {', '.join(_flag(n) for n in given)} only with --engine trl", file=sys.stderr)
         return 2
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))

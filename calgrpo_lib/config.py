@@ -18,6 +18,7 @@ from typing import Any
 
 from .advantages import SCALES
 from .credit import CREDIT_MODES
+from .granularity import SPAN_GRANULARITIES
 from .hybrid_rewards import REWARDS, SCORERS
 from .loss import LOSS_TYPES
 from .oracle.prm import PRM_INTERFACES
@@ -68,10 +69,11 @@ class GRPOConfig:
     min_new_tokens: int = 0  #: stop tokens are masked until a completion has this many tokens (<= max_new_tokens)
     # --- advantages and credit
     scale_rewards: str = "group"  #: "group" (GRPO), "batch" (TRL) or "none" (Dr. GRPO)
-    credit_mode: str = "cal_hybrid"  #: "sequence", "cal_sparse", "cal_hybrid" or "prefix" (see credit.py)
+    credit_mode: str = "cal_hybrid"  #: one of credit.CREDIT_MODES: 4 modes and 2 controls (random_span, uniform)
     negative_reward: float = -1.0  #: R- of the credit modes (<= 0)
     lam: float = 0.5  #: weight of the extra error-span push-down in cal_hybrid (>= 0)
     max_error_span_tokens: int = 48  #: a longer span falls back to sequence credit
+    span_granularity: str = "quote"  #: what an error span covers: "quote" (as found), "step", "claim" or "result"
     oracle: str = "stepcheck"  #: "stepcheck" (exact, offline), "gemini", "openai", "local", "prm" or "none"
     oracle_model: str | None = None  #: model id for gemini / openai / local / prm oracles (None = backend default)
     oracle_base_url: str | None = None  #: base URL of an OpenAI-compatible server (vLLM, ollama)
@@ -154,6 +156,7 @@ class GRPOConfig:
         check_float("negative_reward", self.negative_reward, None, 0.0)
         check_float("lam", self.lam, 0.0)
         check_int("max_error_span_tokens", self.max_error_span_tokens, 1, None)
+        check_choice("span_granularity", self.span_granularity, SPAN_GRANULARITIES)
         check_choice("oracle", self.oracle, ORACLES)
         if self.credit_mode != "sequence" and self.oracle == "none":
             raise ValueError(f"credit_mode={self.credit_mode!r} needs an oracle, but oracle='none'; allowed: "

@@ -23,10 +23,21 @@ Modes (``CREDIT_MODES``), with ``n_i = sum_t e_it`` and ``R-`` = ``negative_rewa
   negative part. ``max + min = A_i``, so a wrong answer with ``A_i > 0`` (possible with partial rewards) still
   gets its positive part, on the prefix.
 
+Two controls, each giving a wrong answer with a span the same extra push-down in total as ``cal_hybrid``
+(``sum_t (A_it - A_i * m_it) = lam * R- * n_i``), but not on the span; they tell whether it matters *where* the
+push-down goes. With ``L_i = sum_t m_it`` (the response's length) and ``u_i`` uniform in ``{0, ..., L_i - n_i}``:
+
+- ``random_span`` ``A_it = A_i * m_it + lam * R- * s_it * wrong_i``    ``s_it`` True on ``n_i`` consecutive response
+  tokens starting at its token number ``u_i`` (0-based, padding skipped): a span of the error span's length at a
+  random place in the same response (it may overlap the error span). ``u_i = floor(U_i * (L_i - n_i + 1))`` with
+  ``U_i`` the ``i``-th of ``N`` uniform draws from ``generator`` (``torch.rand``): a seeded generator repeats them;
+- ``uniform``     ``A_it = A_i * m_it + lam * R- * (n_i / L_i) * m_it * wrong_i``    the push-down spread evenly
+  over every token of the response.
+
 A wrong answer whose ``error_mask`` row is all False (the oracle or the span mapping failed) falls back to
 ``sequence`` for that response, in every mode; :class:`CreditStats` counts these fallbacks. Every row is computed
-from its own inputs only, so an empty or truncated response cannot leak credit into another member of its group,
-and padding (``m_it = False``) always gets exactly 0.
+from its own inputs only (and, in ``random_span``, the ``i``-th draw), so an empty or truncated response cannot
+leak credit into another member of its group, and padding (``m_it = False``) always gets exactly 0.
 """
 
 from __future__ import annotations
@@ -37,9 +48,11 @@ import torch
 
 from .validation import check_choice, check_float, check_type
 
-__all__ = ["CREDIT_MODES", "CreditStats", "token_advantages"]
+__all__ = ["CREDIT_MODES", "BASE_CREDIT_MODES", "CONTROL_MODES", "CreditStats", "token_advantages"]
 
-CREDIT_MODES = ("sequence", "cal_sparse", "cal_hybrid", "prefix")
+BASE_CREDIT_MODES = ("sequence", "cal_sparse", "cal_hybrid", "prefix")  #: the four modes of the notebooks' figures
+CONTROL_MODES = ("random_span", "uniform")  #: cal_hybrid's push-down, elsewhere: where does it help?
+CREDIT_MODES = BASE_CREDIT_MODES + CONTROL_MODES
 
 
 @dataclass(frozen=True)
@@ -88,16 +101,19 @@ def _check_inputs(seq_adv: torch.Tensor, response_mask: torch.Tensor, error_mask
 
 def token_advantages(seq_adv: torch.Tensor, response_mask: torch.Tensor, error_mask: torch.Tensor,
                      is_wrong: torch.Tensor, mode: str, *, negative_reward: float = -1.0,
-                     lam: float = 1.0) -> tuple[torch.Tensor, CreditStats]:
+                     lam: float = 1.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, CreditStats]:
     """Per-token advantages ``(N, T)`` (dtype of ``seq_adv``) and their :class:`CreditStats`.
 
     See the module docstring for the formula of each ``mode`` in ``CREDIT_MODES``. ``negative_reward`` (``R-``,
     must be <= 0) is the credit an error span receives in ``cal_sparse`` (spread over its tokens) and, times
-    ``lam`` (>= 0), the extra per-token push-down in ``cal_hybrid``.
+    ``lam`` (>= 0), the extra per-token push-down in ``cal_hybrid`` (and, moved, in the controls). ``generator``
+    draws the spans of ``random_span`` (``None``: torch's default generator); other modes draw nothing.
     """
     check_choice("mode", mode, CREDIT_MODES)
     check_float("negative_reward", negative_reward, None, 0.0)
     check_float("lam", lam, 0.0, None)
+    if generator is not None:
+        check_type("generator", generator, torch.Generator)
     _check_inputs(seq_adv, response_mask, error_mask, is_wrong)
 
     m = response_mask.to(seq_adv.dtype)  # (N, T)
@@ -115,6 +131,19 @@ def token_advantages(seq_adv: torch.Tensor, response_mask: torch.Tensor, error_m
         adv = torch.where(fallback[:, None], broadcast, adv)  # oracle failed -> sequence credit
     elif mode == "cal_hybrid":
         adv = broadcast + lam * negative_reward * e  # (N, T)
+    elif mode == "random_span":
+        n_err = (error_mask & use_span[:, None]).sum(dim=1)  # (N,) int n_i (0 where the span is not used)
+        length = response_mask.sum(dim=1)  # (N,) int L_i
+        device = generator.device if generator is not None else "cpu"
+        draws = torch.rand(m.shape[0], generator=generator, device=device, dtype=torch.float64)  # (N,) U_i
+        start = (draws.to(length.device) * (length - n_err + 1)).floor().long()  # (N,) u_i
+        start = torch.minimum(start, length - n_err)  # (N,) U_i < 1, but float rounding must not push past the end
+        rank = response_mask.long().cumsum(dim=1) - 1  # (N, T) index of each response token in its response
+        s = response_mask & (rank >= start[:, None]) & (rank < (start + n_err)[:, None])  # (N, T) n_i tokens
+        adv = broadcast + lam * negative_reward * (s & use_span[:, None]).to(m.dtype)  # (N, T)
+    elif mode == "uniform":
+        share = e.sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, 1) n_i / L_i
+        adv = broadcast + lam * negative_reward * share * m  # (N, T); share is 0 where the span is not used
     else:  # prefix
         from_error = e.cumsum(dim=1) > 0  # (N, T) True at and after the first error token
         before = seq_adv.clamp(min=0.0)[:, None] * m  # (N, T) max(A_i, 0)

@@ -31,8 +31,8 @@ HUB_URL = "https://huggingface.co"
 #: (module looked up, distribution name, what it is for)
 OPTIONAL_LIBRARIES = (
     ("peft", "peft", "LoRA (use_peft)"),
-    ("trl", "trl", "bench/vs_trl.py"),
-    ("accelerate", "accelerate", "multi-GPU launchers"),
+    ("trl", "trl", "train --engine trl (CALGRPOTrainer), bench/vs_trl.py"),
+    ("accelerate", "accelerate", "accelerate launch of --engine trl on several processes"),
     ("google.genai", "google-genai", "oracle='gemini'"),
     ("vllm", "vllm", "an OpenAI-compatible judge server (oracle='openai')"),
     ("flash_attn", "flash-attn", "attn_implementation='flash_attention_2'"),

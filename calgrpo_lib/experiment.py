@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import GRPOConfig, preset
-from .credit import CREDIT_MODES
+from .credit import BASE_CREDIT_MODES, CREDIT_MODES
 from .curves import experiment_curves
 from .notebook import fresh_run_dir
 from .tables import COST_COLUMNS, check_runs, reach_text, runs_by_mode, summary_table, summary_text, target_accuracy
@@ -281,7 +281,8 @@ def describe_results(results: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m calgrpo_lib.experiment",
                                      description="CAL credit modes vs plain GRPO on equal budgets, over seeds.")
-    parser.add_argument("--modes", nargs="+", default=list(CREDIT_MODES), help="credit modes (default: all)")
+    parser.add_argument("--modes", nargs="+", default=list(BASE_CREDIT_MODES),
+                        help=f"credit modes, of {', '.join(CREDIT_MODES)} (default: {' '.join(BASE_CREDIT_MODES)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help=f"steps per run (default {BUDGET['max_steps']})")

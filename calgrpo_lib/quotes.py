@@ -23,7 +23,8 @@ the slack (checked before rapidfuzz runs). A minus sign is read as part of a num
 operator, and decimals compare by value (``15.50`` = ``15.5``); see :func:`numbers_in`. Exact and normalised matches
 need no check: they are verbatim after normalisation, so their numbers agree by construction.
 
-The next map, characters -> token indices, is :mod:`calgrpo_lib.spans`.
+The next map, characters -> token indices, is :mod:`.spans`; an error span's extent (step, claim, result) is set by
+:mod:`.granularity`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .granularity import SPAN_GRANULARITIES, narrow_span
 from .quotes import FAIL_REASONS, MATCH_KINDS, SpanMatch, find_quote
 from .validation import check_choice, check_float, check_int, check_type
 
@@ -235,7 +236,9 @@ class SpanStats:
     ``matches[i]`` is the :class:`SpanMatch` of response ``i`` (``None`` when it had no quote); ``by_kind`` counts
     mapped quotes per match kind, ``failures`` failed quotes per reason; ``offset_methods`` counts responses whose
     offsets came from re-tokenizing vs incremental decoding (responses with a quote only); ``text_mismatches``
-    counts quoted responses whose given text differed from the decoding (the quote was then searched in the decoding).
+    counts quoted responses whose given text differed from the decoding (the quote was then searched in the decoding);
+    ``not_narrowed`` counts found quotes that could not be brought to the requested granularity
+    (:func:`calgrpo_lib.quotes.narrow_span`) and kept the coarser span instead.
     """
 
     num_responses: int
@@ -247,6 +250,7 @@ class SpanStats:
     offset_methods: dict[str, int] = field(default_factory=dict)
     text_mismatches: int = 0
     matches: tuple[SpanMatch | None, ...] = ()
+    not_narrowed: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -257,7 +261,7 @@ class SpanStats:
         """Flat numbers for logging: counts, ``hit_rate``, ``hit_rate/<kind>`` and ``fail/<reason>``."""
         out = {"num_responses": self.num_responses, "num_quotes": self.num_quotes, "num_mapped": self.num_mapped,
                "hit_rate": self.hit_rate, "num_in_named_step": self.num_in_named_step,
-               "text_mismatches": self.text_mismatches}
+               "text_mismatches": self.text_mismatches, "not_narrowed": self.not_narrowed}
         out.update({f"hit_rate/{k}": self.by_kind.get(k, 0) / max(1, self.num_quotes) for k in MATCH_KINDS})
         out.update({f"fail/{r}": self.failures.get(r, 0) for r in FAIL_REASONS})
         return {k: float(v) for k, v in out.items()}
@@ -335,7 +339,8 @@ def encode_responses(tokenizer: Any, texts: list[str], *, width: int | None = No
 
 def error_token_masks(tokenizer: Any, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                       quotes: list[tuple[str, int | None] | None], *, max_error_span_tokens: int = 64,
-                      fuzzy_threshold: float = 85.0, texts: list[str] | None = None) -> tuple[torch.Tensor, SpanStats]:
+                      fuzzy_threshold: float = 85.0, texts: list[str] | None = None,
+                      granularity: str | None = None) -> tuple[torch.Tensor, SpanStats]:
     """Bool mask ``(N, T)`` of the error-span tokens of each response, and :class:`SpanStats`.
 
     - ``completion_ids`` int ``(N, T)``: generated ids, padded left or right; ``completion_mask`` ``(N, T)``: True
@@ -346,12 +351,17 @@ def error_token_masks(tokenizer: Any, completion_ids: torch.Tensor, completion_m
       ``"too_long"``): an oracle quoting the whole answer is no better than sequence credit.
     - ``texts``: optional decoded texts the oracle saw; a quoted response whose text differs from the decoding is
       counted in ``text_mismatches`` (the quote is still searched in the decoding, whose offsets are known).
+    - ``granularity``: ``None`` keeps each found span as the quote gives it; ``"step"``, ``"claim"`` or ``"result"``
+      first brings it to that granularity (:func:`calgrpo_lib.quotes.narrow_span`; ``matches`` then hold the new
+      spans), and a span that could not be narrowed keeps the coarser one and counts in ``not_narrowed``.
 
     Only responses with a quote are decoded and given offsets, so correct answers cost nothing.
     """
     _check_batch(completion_ids, completion_mask, quotes)
     check_int("max_error_span_tokens", max_error_span_tokens, 1, None)
     check_float("fuzzy_threshold", fuzzy_threshold, 0.0, 100.0)
+    if granularity is not None:
+        check_choice("granularity", granularity, SPAN_GRANULARITIES)
     if texts is not None and (not isinstance(texts, (list, tuple)) or len(texts) != len(quotes)):
         raise ValueError(f"texts must be None or a list of {len(quotes)} str, got {type(texts).__name__}")
     rows, positions = _response_rows(completion_ids, completion_mask)
@@ -359,10 +369,13 @@ def error_token_masks(tokenizer: Any, completion_ids: torch.Tensor, completion_m
     decoded, offsets, used = _batch_offsets(tokenizer, [rows[i] for i in quoted])
     mask = torch.zeros(completion_ids.shape, dtype=torch.bool)
     matches: list[SpanMatch | None] = [None] * len(quotes)
-    kinds, fails = Counter(), Counter()
+    kinds, fails, not_narrowed = Counter(), Counter(), 0
     for k, i in enumerate(quoted):
         quote, step = quotes[i]
         m = find_quote(decoded[k], quote, step, fuzzy_threshold=fuzzy_threshold)
+        if m.ok and granularity is not None:
+            start, end, reached = narrow_span(decoded[k], m.start, m.end, granularity)
+            m, not_narrowed = SpanMatch(start, end, m.kind, m.score, m.reason, m.in_step), not_narrowed + (not reached)
         if m.ok:
             inside = span_to_token_mask(offsets[k], m.start, m.end)
             hits = [positions[i][j] for j, flag in enumerate(inside) if flag]
@@ -375,5 +388,5 @@ def error_token_masks(tokenizer: Any, completion_ids: torch.Tensor, completion_m
     mismatches = sum(texts[i] != d for i, d in zip(quoted, decoded)) if texts is not None else 0
     stats = SpanStats(len(quotes), sum(q is not None for q in quotes), sum(kinds.values()),
                       sum(1 for m in matches if m is not None and m.ok and m.in_step), dict(kinds), dict(fails),
-                      dict(Counter(used)), mismatches, tuple(matches))
+                      dict(Counter(used)), mismatches, tuple(matches), not_narrowed)
     return mask, stats

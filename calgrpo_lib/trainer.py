@@ -161,7 +161,7 @@ class Trainer:
                 "completion_len_mean": lengths.mean().item(),
                 **scores.metrics, **update_metrics, **located.oracle_stats,
                 "span_hit_rate": located.span_stats.hit_rate, "credit_fallbacks": credit_stats.num_fallback,
-                "error_tokens": credit_stats.num_error_tokens,
+                "error_tokens": credit_stats.num_error_tokens, "span_not_narrowed": located.span_stats.not_narrowed,
                 "time_generation": t1 - t0, "time_rewards": t2 - t1, "time_oracle": located.oracle_time_s,
                 "time_credit": (t3 - t2 - located.oracle_time_s) + (t4 - t3),  # quotes -> token masks, token credit
                 "time_loss": t5 - t4 - self._optimizer_time, "time_optimizer": self._optimizer_time,
@@ -202,7 +202,8 @@ class Trainer:
 
         The oracle judges the wrong answers only (none in credit mode ``sequence``, or without an oracle); a
         localized verdict gives a ``(quote, step)``, and :func:`calgrpo_lib.spans.error_token_masks` marks the
-        tokens the quote covers. A wrong answer without a mapped quote keeps an all-False row (sequence credit).
+        tokens the quote covers, at ``span_granularity`` (metric ``span_not_narrowed``: spans kept coarser). A wrong
+        answer without a mapped quote keeps an all-False row (sequence credit).
         The step's oracle metrics are :meth:`~calgrpo_lib.oracle.OracleStats.step_counts` prefixed ``oracle_``:
         calls, cache hits, failures, unlocalized, retries, fallbacks, abandoned calls, each non-zero
         ``failures_<cause>`` / ``retries_<cause>`` / ``unlocalized_<cause>``, and ``oracle_stopped`` (quota stop).
@@ -224,15 +225,16 @@ class Trainer:
         oracle_time = time.perf_counter() - t0
         error_mask, span_stats = error_token_masks(self.tokenizer, rollout.completion_ids, rollout.completion_mask,
                                                    quotes, max_error_span_tokens=cfg.max_error_span_tokens,
-                                                   texts=rollout.texts)  # (N, T) bool
+                                                   texts=rollout.texts, granularity=cfg.span_granularity)  # (N, T)
         return Localization(verdicts, quotes, error_mask, span_stats, oracle_stats, oracle_time)
 
     def credit(self, rollout: Rollout, scores: Scores, located: Localization) -> tuple[torch.Tensor, CreditStats]:
         """Phase 4: one advantage per token ``A_it`` from the group advantages and the error mask, in
         ``config.credit_mode`` (see :mod:`calgrpo_lib.credit`); returns ``(A (N, T), CreditStats)``."""
-        cfg = self.config
+        cfg = self.config  # random_span draws its spans from a generator seeded by (seed, step): resumes repeat them
+        rng = torch.Generator().manual_seed(random.Random(f"credit/{cfg.seed}/{self.step_count}").getrandbits(63))
         return token_advantages(scores.advantages, rollout.completion_mask, located.error_mask, scores.is_wrong,
-                                cfg.credit_mode, negative_reward=cfg.negative_reward, lam=cfg.lam)  # (N, T)
+                                cfg.credit_mode, negative_reward=cfg.negative_reward, lam=cfg.lam, generator=rng)
 
     def update(self, rollout: Rollout, token_adv: torch.Tensor) -> dict[str, float]:
         """Phase 5: ``num_iterations`` optimizer steps on this batch, at this step's learning rate.

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calgrpo_lib.credit import CREDIT_MODES, CreditStats, token_advantages
+from calgrpo_lib.credit import BASE_CREDIT_MODES, CREDIT_MODES, CreditStats, token_advantages
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -33,12 +33,15 @@ EXPECTED = {
     "cal_sparse": [[0.0] * 6, [0, 0, -0.5, -0.5, 0, 0], SEQ[2], SEQ[3]],  # -1 spread over 2 error tokens
     "cal_hybrid": [SEQ[0], [-0.5, -0.5, -2.5, -2.5, -0.5, -0.5], SEQ[2], SEQ[3]],  # lam=2: extra -2 on the span
     "prefix": [SEQ[0], [0, 0, -0.5, -0.5, -0.5, -0.5], SEQ[2], SEQ[3]],  # prefix max(-0.5, 0) = 0
+    "uniform": [SEQ[0], [-0.5 - 2 * 2 / 6] * 6, SEQ[2], SEQ[3]],  # lam=2, n=2 of L=6: -2/3 on every token
+    "random_span": [SEQ[0], [-0.5, -0.5, -0.5, -2.5, -2.5, -0.5], SEQ[2], SEQ[3]],  # seed 0: U_1=0.708 -> tokens 3..4
 }
 
 
 @pytest.mark.parametrize("mode", CREDIT_MODES)
 def test_modes_by_hand(toy, mode):
-    adv, stats = token_advantages(*toy, mode, negative_reward=-1.0, lam=2.0)
+    rng = torch.Generator().manual_seed(0)
+    adv, stats = token_advantages(*toy, mode, negative_reward=-1.0, lam=2.0, generator=rng)
     torch.testing.assert_close(adv, torch.tensor(EXPECTED[mode]))
     assert stats.num_responses == 4 and stats.num_wrong == 3 and stats.num_wrong_with_span == 1
     assert stats.num_fallback == (0 if mode == "sequence" else 2)
@@ -46,6 +49,11 @@ def test_modes_by_hand(toy, mode):
     assert stats.mean_abs_token_advantage == pytest.approx(adv.abs().sum().item() / 13)
     assert stats.frac_negative_tokens == pytest.approx((adv < 0).sum().item() / 13)
     assert set(stats.to_dict()) == set(CreditStats.__dataclass_fields__)
+
+
+def test_the_four_base_modes_come_first_then_the_controls():
+    assert BASE_CREDIT_MODES == ("sequence", "cal_sparse", "cal_hybrid", "prefix")
+    assert CREDIT_MODES == (*BASE_CREDIT_MODES, "random_span", "uniform")
 
 
 def test_prefix_keeps_positive_part_of_a_wrong_answer():
@@ -140,8 +148,9 @@ def test_property_no_cross_response_leakage(batch, mode, row, new_length):
     response2[j, cut:] = False
     error2[j, cut:] = False
     seq_adv2[j] = seq_adv2[j] * -3 + 1
-    before, _ = token_advantages(seq_adv, response, error, is_wrong, mode)
-    after, _ = token_advantages(seq_adv2, response2, error2, is_wrong, mode)
+    before, _ = token_advantages(seq_adv, response, error, is_wrong, mode, generator=torch.Generator().manual_seed(1))
+    after, _ = token_advantages(seq_adv2, response2, error2, is_wrong, mode, generator=torch.Generator().manual_seed(1))
+    # random_span: the i-th draw goes to row i, so the same seed gives the other rows the same spans
     others = torch.arange(response.shape[0]) != j
     torch.testing.assert_close(before[others], after[others])
     assert torch.all(after[j, cut:] == 0)

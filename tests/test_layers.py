@@ -22,15 +22,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
               "tokenizers_zoo", "policy", "sampling", "sft_data", "policy_build", "lora", "rehearsal", "reward_model",
               "reward_model_eval", "reward_model_build", "hybrid_rewards", "prose_claims", "prose_solutions"),
     "math": ("advantages", "credit", "loss"),
-    "spans": ("quotes", "spans"),
+    "spans": ("quotes", "granularity", "spans"),
     "oracle": ("oracle",),
     "loop": ("config", "memory", "preflight", "rollout", "checkpoints", "interrupts", "run_oracle", "scoring",
-             "trainer", "metrics_log"),
+             "trainer", "metrics_log", "trl_engine"),
     "face": ("cli", "experiment", "viz", "advantage_plots", "curves", "tables", "exercises", "notebook", "doctor",
              "reward_plots", "__main__"),
 }
 MAX_LINES = 400
-MAX_ORACLE_MODULES = 16  # 12 + `__main__` (`evaluate`) + `backends` + `prm` (process reward models) + `cascade`
+MAX_ORACLE_MODULES = 17  # 12 + `__main__` (`evaluate`) + `backends` + `prm` (PRMs) + `cascade` + `noise`
 
 
 def _module_name(path: Path) -> str:

@@ -23,8 +23,12 @@ Where each concept lives:
 - :mod:`.cascade`: :class:`CascadeOracle`, the exact step checker first and a judge (LLM or PRM) for what it cannot
   settle, combined by a documented rule (:data:`CASCADE_RULES`, :func:`combine_verdicts`); ``stats.answered_by``
   says which stage gave each verdict;
+- :mod:`.noise`: :class:`NoisyOracle`, any oracle with its located verdicts spoiled at set, seeded rates (missed,
+  a later step named, an earlier correct step quoted; :data:`NOISE_KINDS`), to measure how much localisation
+  quality token credit needs;
 - :mod:`.evaluation`: how well an oracle localises errors: ProcessBench F1 (:func:`harmonic_f1`, the one place it
-  is computed), :func:`localization_report` on injected errors, and the ProcessBench evaluation
+  is computed), :func:`localization_report` on injected errors, :func:`localization_quality` (any oracle against
+  the exact checker on the synthetic task), and the ProcessBench evaluation
   (:func:`evaluate_processbench` -> :class:`ProcessBenchReport`: accuracies, F1, first-error offsets; how a sample's
   steps become the response the oracle numbers, :func:`benchmark_response` / :func:`benchmark_step`; the GSM8K
   reference join, :func:`gsm8k_references`);
@@ -67,6 +71,7 @@ from .evaluation import (
     evaluate_processbench,
     gsm8k_references,
     harmonic_f1,
+    localization_quality,
     localization_report,
     offsets_table,
     processbench_items,
@@ -75,6 +80,7 @@ from .evaluation import (
 )
 from .gemini import DEFAULT_GEMINI_MODEL, HOW_TO_ENABLE, GeminiOracle, client_library, gemini_key
 from .local import LocalJudgeOracle
+from .noise import NOISE_KINDS, NOISE_RATES, NoisyOracle
 from .openai_compat import OpenAICompatibleOracle
 from .prm import PRM_INTERFACES, PRMOracle
 from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, PromptedOracle, build_prompt, load_fewshot, prompt_version
@@ -97,5 +103,6 @@ __all__ = [
     "redact", "resolve_api_key", "retry_after_s", "harmonic_f1", "step_offsets", "OFFSETS_ERRONEOUS", "OFFSETS_CORRECT",
     "benchmark_response", "benchmark_step", "ProcessBenchItem", "processbench_items", "gsm8k_references",
     "ProcessBenchReport", "processbench_report", "evaluate_processbench", "average_f1", "offsets_table",
-    "PROCESSBENCH_SPLITS", "ProcessBenchRecord", "load_processbench",
+    "PROCESSBENCH_SPLITS", "ProcessBenchRecord", "load_processbench", "NoisyOracle", "NOISE_KINDS", "NOISE_RATES",
+    "localization_quality",
 ]

@@ -10,6 +10,9 @@ accuracy on the erroneous solutions and ``a_c`` on the correct ones, ProcessBenc
 of :func:`localization_report` is the share of erroneous solutions whose verdict carries a span overlapping the
 true erroneous text: what token-level credit needs on top of the step.
 
+**Synthetic check** (:func:`localization_quality`): any oracle against the exact step checker on the synthetic
+task, whose first errors the checker knows (a noisy oracle's F1 per noise level, :class:`~.noise.NoisyOracle`).
+
 **Offsets** (:func:`step_offsets`): an erroneous solution's prediction is ``too_early`` (``0 <= p < l``),
 ``right`` (``p == l``), ``too_late`` (``p > l``), ``missed`` (``p == -1``) or ``no_verdict`` (``None``); a correct
 solution's is ``right`` (``p == -1``), ``false_alarm`` (``p >= 0``) or ``no_verdict``.
@@ -29,22 +32,25 @@ and cached by the oracle; a progress bar per chunk) and returns a :class:`Proces
 from __future__ import annotations
 
 import bisect
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..arithmetic import corrupt_solution
 from ..data import ProcessBenchRecord
 from ..steps import split_steps
-from ..tasks import Problem
-from ..validation import check_int
+from ..tasks import Problem, TaskConfig, generate_problems
+from ..validation import check_int, check_type
 from .runner import Oracle
+from .stepcheck import check_solution
 from .verdict import JudgeItem, Verdict
 
 __all__ = ["LocalizationReport", "localization_report", "harmonic_f1", "OFFSETS_ERRONEOUS", "OFFSETS_CORRECT",
            "step_offsets", "benchmark_response", "ProcessBenchItem", "processbench_items", "benchmark_step",
            "gsm8k_references", "ProcessBenchReport", "processbench_report", "evaluate_processbench", "average_f1",
-           "offsets_table"]
+           "offsets_table", "localization_quality"]
 
 OFFSETS_ERRONEOUS = ("too_early", "right", "too_late", "missed", "no_verdict")
 OFFSETS_CORRECT = ("right", "false_alarm", "no_verdict")
@@ -100,6 +106,37 @@ def localization_report(err_verdicts: Sequence[Verdict], err_truth: Sequence[tup
     statuses = Counter(v.status for v in [*err_verdicts, *ok_verdicts])
     return LocalizationReport(len(err_verdicts), len(ok_verdicts), acc_e, acc_c, harmonic_f1(acc_e, acc_c),
                               quote_hits / len(err_verdicts) if err_verdicts else 0.0, dict(statuses))
+
+
+def localization_quality(oracle: Oracle, n: int = 200, *, n_correct: int | None = None, seed: int = 0,
+                         propagate: bool = True, task: TaskConfig | None = None) -> LocalizationReport:
+    """How well ``oracle`` localises first errors on the synthetic task, as a :class:`LocalizationReport`
+    (``error_accuracy``: first-error step accuracy; ``f1``: :func:`harmonic_f1` with the "no error" accuracy).
+
+    ``n`` wrong answers: reference solutions of ``generate_problems(n + n_correct, seed, "test", task)`` with one
+    result made wrong (:func:`calgrpo_lib.arithmetic.corrupt_solution`; ``propagate=True``, as the tiny policy
+    errs, the later lines carry the wrong value on); their first error, step and span, is the exact step checker's
+    (:func:`~.stepcheck.check_solution`). ``n_correct`` (default ``n``) correct answers: the other problems'
+    references, unchanged. The oracle judges all of them in one :meth:`Oracle.judge_batch`.
+    """
+    check_type("oracle", oracle, Oracle)
+    check_int("n", n, 1, None)
+    n_correct = n if n_correct is None else n_correct
+    check_int("n_correct", n_correct, 0, None)
+    check_int("seed", seed, 0, None)
+    problems = generate_problems(n + n_correct, seed=seed, split="test", config=task)
+    wrong, truth = [], []
+    for i, p in enumerate(problems[:n]):
+        bad = corrupt_solution(p.answer, random.Random(f"{seed}/{i}"), propagate=propagate)
+        err = check_solution(p.question, p.answer, bad.text) if bad is not None else None
+        if err is None:
+            raise ValueError(f"problem {p.id!r} gave no checkable wrong answer; allowed: a task whose solutions have "
+                             "calculator annotations (the synthetic task's always do)")
+        wrong.append(JudgeItem(p.question, p.answer, bad.text))
+        truth.append((err.step, (err.start, err.end)))
+    right = [JudgeItem(p.question, p.answer, p.answer) for p in problems[n:]]
+    verdicts = oracle.judge_batch([*wrong, *right])
+    return localization_report(verdicts[:n], truth, verdicts[n:])
 
 
 def step_offsets(labels: Sequence[int], predictions: Sequence[int | None]) -> dict[str, dict[str, int]]:
