@@ -85,6 +85,9 @@ class GRPOConfig:
     oracle_trust_remote_code: bool = False  #: run a hub judge's own code (Qwen2.5-Math-PRM's head needs it)
     prm_interface: str = "step_head"  #: oracle="prm": "step_head" (Qwen2.5-Math-PRM) or "next_token" (Math-Shepherd)
     prm_threshold: float = 0.5  #: oracle="prm": the first step scoring below this is the first error
+    oracle_miss_rate: float = 0.0  #: NoisyOracle: share of located errors made missed (for oracle-quality studies)
+    oracle_wrong_step_rate: float = 0.0  #: NoisyOracle: share of located errors moved to a later step
+    oracle_correct_step_rate: float = 0.0  #: NoisyOracle: share moved to an earlier, correct step (noise seed: seed)
     # --- loss and optimisation
     loss_type: str = "dapo"  #: "grpo", "dr_grpo", "dapo" or "bnpo" (see loss.py)
     learning_rate: float = 1e-4
@@ -169,6 +172,16 @@ class GRPOConfig:
         check_type("oracle_trust_remote_code", self.oracle_trust_remote_code, bool)
         check_choice("prm_interface", self.prm_interface, PRM_INTERFACES)
         check_float("prm_threshold", self.prm_threshold, 0.0, 1.0)
+        noise = {name: getattr(self, name) for name in ("oracle_miss_rate", "oracle_wrong_step_rate",
+                                                         "oracle_correct_step_rate")}
+        for name, value in noise.items():
+            check_float(name, value, 0.0, 1.0)
+        if sum(noise.values()) > 1.0 + 1e-12:
+            shown = " + ".join(f"{k}={v}" for k, v in noise.items())
+            raise ValueError(f"{shown} = {sum(noise.values()):g}; allowed: rates whose sum is <= 1")
+        if self.oracle == "none" and any(noise.values()):
+            raise ValueError(f"oracle noise rates {noise} with oracle='none': there is no oracle to spoil; allowed: "
+                             "rates of 0, or an oracle")
         check_int("oracle_concurrency", self.oracle_concurrency, 1, 256)
         check_float("oracle_timeout_s", self.oracle_timeout_s, 0.0, None, low_open=True)
         if self.oracle_batch_timeout_s is not None:

@@ -13,7 +13,19 @@ __all__ = ["build_oracle"]
 
 def build_oracle(config: GRPOConfig) -> Any:
     """The oracle named by ``config.oracle`` (None for "none"), with its sqlite cache in the run folder
-    (:func:`calgrpo_lib.oracle.backends.make_oracle`)."""
+    (:func:`calgrpo_lib.oracle.backends.make_oracle`), wrapped in a
+    :class:`~calgrpo_lib.oracle.noise.NoisyOracle` (seeded by ``config.seed``) when an ``oracle_*_rate`` is set."""
+    from .oracle.noise import NoisyOracle
+
+    oracle = _named_oracle(config)
+    rates = {"miss_rate": config.oracle_miss_rate, "wrong_step_rate": config.oracle_wrong_step_rate,
+             "correct_step_rate": config.oracle_correct_step_rate}
+    if oracle is None or not any(rates.values()):
+        return oracle
+    return NoisyOracle(oracle, seed=config.seed, **rates)  # a worse oracle on purpose, for oracle-quality studies
+
+
+def _named_oracle(config: GRPOConfig) -> Any:
     from .oracle.backends import make_oracle
     from .oracle.runner import OracleConfig
     from .oracle.stepcheck import StepCheckOracle

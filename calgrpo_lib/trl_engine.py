@@ -96,7 +96,8 @@ _DEFAULTS = {f.name: f.default for f in fields(CalConfig)}
 NO_TRL_COUNTERPART: dict[str, tuple[Any, ...]] = {
     "eval_size": (0,), "eval_every": (0,), "reward": (), "reward_model": (), "reward_scorer": (), "rm_warmup": (),
     "rm_calibration": (), "rm_correct_weight": (), "rm_incorrect_weight": (), "difficulty_w_min": (),
-    "difficulty_w_max": (), "difficulty_k": (), "allow_config_change": (), "extra": ()}
+    "difficulty_w_max": (), "difficulty_k": (), "allow_config_change": (), "extra": (),
+    "oracle_miss_rate": (), "oracle_wrong_step_rate": (), "oracle_correct_step_rate": ()}
 # Counters summed over processes each batch, logged as cal/<name>
 _SUMMED = ("completions", "wrong", "judged", "quotes", "mapped", "wrong_with_span", "fallbacks", "error_tokens",
            "oracle_calls", "oracle_cache_hits", "oracle_failures", "oracle_unlocalized", "oracle_retries",
