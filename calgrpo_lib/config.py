@@ -21,6 +21,7 @@ from .credit import CREDIT_MODES
 from .granularity import SPAN_GRANULARITIES
 from .hybrid_rewards import REWARDS, SCORERS
 from .loss import LOSS_TYPES
+from .oracle.noise import check_noise_rates
 from .oracle.prm import PRM_INTERFACES
 from .reward_model import CALIBRATIONS
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
@@ -174,11 +175,7 @@ class GRPOConfig:
         check_float("prm_threshold", self.prm_threshold, 0.0, 1.0)
         noise = {name: getattr(self, name) for name in ("oracle_miss_rate", "oracle_wrong_step_rate",
                                                          "oracle_correct_step_rate")}
-        for name, value in noise.items():
-            check_float(name, value, 0.0, 1.0)
-        if sum(noise.values()) > 1.0 + 1e-12:
-            shown = " + ".join(f"{k}={v}" for k, v in noise.items())
-            raise ValueError(f"{shown} = {sum(noise.values()):g}; allowed: rates whose sum is <= 1")
+        check_noise_rates(noise)
         if self.oracle == "none" and any(noise.values()):
             raise ValueError(f"oracle noise rates {noise} with oracle='none': there is no oracle to spoil; allowed: "
                              "rates of 0, or an oracle")

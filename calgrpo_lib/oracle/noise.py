@@ -38,10 +38,20 @@ from ..validation import check_float, check_int
 from .runner import BackendError, Oracle
 from .verdict import JudgeItem, Reply, Verdict, as_item, localize
 
-__all__ = ["NoisyOracle", "NOISE_KINDS", "NOISE_RATES"]
+__all__ = ["NoisyOracle", "NOISE_KINDS", "NOISE_RATES", "check_noise_rates"]
 
 NOISE_KINDS = ("missed", "wrong_step", "correct_step")
 NOISE_RATES = dict(zip(NOISE_KINDS, ("miss_rate", "wrong_step_rate", "correct_step_rate")))  #: kind -> parameter
+
+
+def check_noise_rates(rates: dict[str, float]) -> None:
+    """Check noise rates given as ``{parameter name: value}``: each in ``[0, 1]``, their sum at most 1; the errors
+    name the parameters (those of :class:`NoisyOracle`, or a config's fields that feed it)."""
+    for name, value in rates.items():
+        check_float(name, value, 0.0, 1.0)
+    if sum(rates.values()) > 1.0 + 1e-12:
+        shown = " + ".join(f"{k}={v}" for k, v in rates.items())
+        raise ValueError(f"{shown} = {sum(rates.values()):g}; allowed: rates whose sum is <= 1")
 
 
 class NoisyOracle(Oracle):
@@ -55,11 +65,7 @@ class NoisyOracle(Oracle):
         if not isinstance(oracle, Oracle):
             raise TypeError(f"oracle has type {type(oracle).__name__}; allowed: an Oracle (e.g. StepCheckOracle())")
         rates = {"miss_rate": miss_rate, "wrong_step_rate": wrong_step_rate, "correct_step_rate": correct_step_rate}
-        for name, value in rates.items():
-            check_float(name, value, 0.0, 1.0)
-        if sum(rates.values()) > 1.0 + 1e-12:
-            shown = " + ".join(f"{k}={v}" for k, v in rates.items())
-            raise ValueError(f"{shown} = {sum(rates.values()):g}; allowed: rates whose sum is <= 1")
+        check_noise_rates(rates)
         check_int("seed", seed, 0, None)
         self.oracle, self.seed = oracle, seed
         self.rates = dict(zip(NOISE_KINDS, map(float, rates.values())))  # kind -> probability per ok verdict
