@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.calgrpo-installed
 DATA_DIR ?= $(firstword $(CALGRPO_DATA_DIR) $(wildcard ../shared/data))
 
-.PHONY: setup lab test lint train experiment clean
+.PHONY: setup lab test lint train experiment experiment-v2 clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ EXPERIMENT_ARGS ?=
 experiment: setup
 	$(BIN)/python -m calgrpo_lib.experiment --modes $(EXPERIMENT_MODES) --seeds $(EXPERIMENT_SEEDS) \
 		--out results/cal_vs_grpo.json $(EXPERIMENT_ARGS)
+
+# Experiment v2 (does *where* the push-down lands matter?): calgrpo_lib.conditions.DEFAULT_V2, 40 runs of 100
+# steps, two at a time; results/experiment_v2.json. Resumable run by run: the same command continues where it stopped.
+experiment-v2: setup
+	$(BIN)/python -m calgrpo_lib.experiment --grid v2 --jobs 2 $(EXPERIMENT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
