@@ -62,7 +62,7 @@ __all__ = ["BUDGET", "RESULTS_FORMAT", "DEFAULT_OUT", "DEFAULT_RUN_DIR", "V2_OUT
 
 DEFAULT_OUT = "results/cal_vs_grpo.json"
 DEFAULT_RUN_DIR = "runs/cal_vs_grpo"  #: run folders: ``<run_dir>/<condition>-seed<seed>``
-V2_OUT = "results/experiment_v2.json"  #: results of ``--grid v2`` (``make experiment``)
+V2_OUT = "results/experiment_v2.json"  #: results of ``--grid v2`` (``make experiment-v2``)
 V2_RUN_DIR = "runs/experiment_v2"
 #: config fields set per run (not part of the shared config, not overridable): those of the run's condition
 #: (:data:`calgrpo_lib.conditions.CONDITION_FIELDS`), its seed and folder, and the run-folder switches (each run
