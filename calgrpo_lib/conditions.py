@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .config import NOISE_FIELDS
 from .credit import CREDIT_MODES
 from .granularity import SPAN_GRANULARITIES
 from .validation import check_choice, check_float, check_type
@@ -32,7 +33,6 @@ from .validation import check_choice, check_float, check_type
 __all__ = ["CONDITION_FIELDS", "NOISE_FIELDS", "BUDGET_V2", "GRID_V2", "MAIN_CONDITIONS", "DEFAULT_V2", "NOISE_LEVELS",
            "noise_rates", "check_conditions", "mode_conditions", "grid_v2", "condition_noise", "condition_f1"]
 
-NOISE_FIELDS = ("oracle_miss_rate", "oracle_wrong_step_rate", "oracle_correct_step_rate")
 #: config fields a condition may set (everything else is shared by all runs of an experiment)
 CONDITION_FIELDS = ("credit_mode", "span_granularity", *NOISE_FIELDS)
 #: total noise rates of v2's noise sweep; on the synthetic task they give ProcessBench F1 of about 0.84 / 0.57 / 0.33

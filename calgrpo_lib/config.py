@@ -26,7 +26,11 @@ from .oracle.prm import PRM_INTERFACES
 from .reward_model import CALIBRATIONS
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
-__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "lr_at_step"]
+__all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "NOISE_FIELDS",
+           "lr_at_step"]
+
+#: the fields of the oracle-noise rates (fed to NoisyOracle by run_oracle.build_oracle)
+NOISE_FIELDS = ("oracle_miss_rate", "oracle_wrong_step_rate", "oracle_correct_step_rate")
 
 CREDIT_MODE_CHOICES = CREDIT_MODES  #: the credit modes a config accepts: credit.CREDIT_MODES itself, not a copy
 ORACLES = ("stepcheck", "gemini", "openai", "local", "prm", "none")
@@ -173,8 +177,7 @@ class GRPOConfig:
         check_type("oracle_trust_remote_code", self.oracle_trust_remote_code, bool)
         check_choice("prm_interface", self.prm_interface, PRM_INTERFACES)
         check_float("prm_threshold", self.prm_threshold, 0.0, 1.0)
-        noise = {name: getattr(self, name) for name in ("oracle_miss_rate", "oracle_wrong_step_rate",
-                                                         "oracle_correct_step_rate")}
+        noise = {name: getattr(self, name) for name in NOISE_FIELDS}
         check_noise_rates(noise)
         if self.oracle == "none" and any(noise.values()):
             raise ValueError(f"oracle noise rates {noise} with oracle='none': there is no oracle to spoil; allowed: "
