@@ -46,9 +46,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .conditions import BUDGET_V2, CONDITION_FIELDS, check_conditions, grid_v2, mode_conditions
+from .conditions import (
+    BUDGET_V2,
+    CONDITION_FIELDS,
+    check_conditions,
+    condition_f1,
+    condition_noise,
+    grid_v2,
+    mode_conditions,
+)
 from .config import GRPOConfig, preset
-from .contrasts import METRICS, contrast_text
+from .contrasts import METRICS, contrast_plot, contrast_text, credit_quality_plot
 from .credit import BASE_CREDIT_MODES, CREDIT_MODES
 from .curves import experiment_curves
 from .notebook import fresh_run_dir
@@ -356,7 +364,27 @@ def main(argv: list[str] | None = None) -> int:
         figure = out.with_name(f"{out.stem}_{x}.png")
         experiment_curves(results, x=x).savefig(figure, dpi=110)
         print(f"saved {figure}")
+    if args.grid and "sequence" in summary_table(results):
+        save_contrast_figures(results, out)
     return 0
+
+
+def save_contrast_figures(results: dict[str, Any], out: Path) -> list[Path]:
+    """Save a grid's paired differences against plain GRPO (final accuracy, with 95% bootstrap CIs) as
+    ``<out stem>_contrasts.png`` and the credit-quality curve (the same differences of the exact and noisy
+    ``cal_hybrid`` step conditions against their oracle's measured F1) as ``<out stem>_credit_quality.png``."""
+    by = summary_table(results)
+    quality = {n: condition_f1(results["conditions"][n]) for n in by
+               if n in results.get("conditions", {}) and n != "sequence"
+               and (n == "cal_hybrid-step" or condition_noise(results["conditions"][n]) > 0)}
+    saved = [out.with_name(f"{out.stem}_contrasts.png")]
+    contrast_plot(results, "final").savefig(saved[0], dpi=110)
+    if quality:
+        saved.append(out.with_name(f"{out.stem}_credit_quality.png"))
+        credit_quality_plot(results, quality).savefig(saved[1], dpi=110)
+    for path in saved:
+        print(f"saved {path}")
+    return saved
 
 
 if __name__ == "__main__":

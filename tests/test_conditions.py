@@ -88,6 +88,8 @@ def test_tiny_grid_v2_with_two_jobs_then_resume(tmp_path, capsys):
     assert "span_granularity" not in data["config"] and data["config"]["eval_size"] == 4
     assert [p["step"] for p in by["sequence"]["eval_curve"]] == [0, 1]
     assert not (runs / "sequence-seed0" / "checkpoints").exists()
+    for figure in ("step", "wall_time", "contrasts", "credit_quality"):  # the noisy condition has no paired seed
+        assert (tmp_path / f"v2_{figure}.png").stat().st_size > 0
     # resume: the same command trains nothing new; a condition changed under the same name is refused
     stamp = [r["finished"] for r in data["runs"]]
     assert main(argv) == 0
