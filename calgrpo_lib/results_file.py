@@ -19,7 +19,7 @@ from .tables import check_runs
 from .validation import check_type
 
 __all__ = ["RESULTS_FORMAT", "HISTORY_KEYS", "environment", "run_record", "write_json", "load_results",
-           "find_results"]
+           "select_conditions", "find_results"]
 
 RESULTS_FORMAT = "calgrpo-experiment/1"  #: ``format`` field of a results file
 #: per-step values kept in each run's ``history`` (from the trainer's step records)
@@ -89,3 +89,16 @@ def find_results(path: str | os.PathLike, start: str | os.PathLike | None = None
         return path if path.is_file() else None
     base = Path(start) if start is not None else Path.cwd()
     return next((c for c in (base / path, base.parent / path) if c.is_file()), None)
+
+
+def select_conditions(results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A copy of ``results`` holding only the runs of the conditions ``names`` (in that order), to draw or compare a
+    part of a grid. An unknown name is refused with the names the results hold."""
+    check_type("names", names, (list, tuple))
+    have = list(dict.fromkeys(r["mode"] for r in results["runs"]))
+    for i, name in enumerate(names):
+        if name not in have:
+            raise ValueError(f"names[{i}]={name!r} has no runs in these results; allowed: {', '.join(have)}")
+    runs = [r for name in names for r in results["runs"] if r["mode"] == name]
+    conditions = {n: c for n, c in results.get("conditions", {}).items() if n in names}
+    return {**results, "runs": runs, **({"conditions": conditions} if "conditions" in results else {})}

@@ -68,3 +68,16 @@ def test_contrast_and_credit_quality_plots_draw_the_intervals():
     fig = credit_quality_plot(RESULTS, {"cal": 1.0, "only_seed2": 0.5}, n_boot=200)
     line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "mean paired difference"][0]
     assert list(line.get_xdata()) == [1.0] and list(line.get_ydata()) == [0.0]
+
+
+def test_select_conditions_keeps_the_named_runs_in_order():
+    from calgrpo_lib.results_file import select_conditions
+
+    results = {**RESULTS, "conditions": {"sequence": {"credit_mode": "sequence"}, "cal": {"credit_mode": "cal_hybrid"},
+                                         "only_seed2": {"credit_mode": "uniform"}}}
+    part = select_conditions(results, ["cal", "sequence"])
+    assert [(r["mode"], r["seed"]) for r in part["runs"]] == [("cal", 0), ("cal", 1), ("sequence", 0), ("sequence", 1)]
+    assert set(part["conditions"]) == {"cal", "sequence"} and len(results["runs"]) == 5  # the input is untouched
+    assert "only_seed2" not in paired_differences(part, "final")
+    with pytest.raises(ValueError, match=r"names\[1\]='nope'.*allowed: sequence, cal, only_seed2"):
+        select_conditions(results, ["cal", "nope"])
