@@ -21,7 +21,11 @@ as FAIL (with a hint) and ``False`` is returned. Exercises (``EXERCISES``):
 - ``cascade_step``: ``f(checker, judge) -> int | None``, the first wrong step a
   :class:`~calgrpo_lib.oracle.CascadeOracle` reports under its ``"earlier"`` rule, from the two stages' predicted
   steps (``checker``: a step, or ``-1`` when it flags nothing; ``judge``: a step, ``-1`` for "no error", or ``None``
-  when its call failed or was not made).
+  when its call failed or was not made);
+- ``uniform_control``: the ``cal_hybrid`` exercise's signature, the ``uniform`` control: the same total push-down
+  ``lam * (-1) * n_i`` on a wrong answer with ``n_i`` error tokens, spread evenly over its ``L_i`` real tokens;
+- ``curve_auc``: ``f(steps: list[int], accs: list[float]) -> float``, the mean held-out accuracy over training:
+  the trapezoid area under ``acc(k)`` divided by ``steps[-1] - steps[0]`` (:func:`calgrpo_lib.contrasts.curve_auc`).
 
 A learner's function may return a tensor, a number or ``None``, matching the exercise: tensors are compared to a
 tolerance, numbers to 1e-6, ``None`` and integers exactly.
@@ -36,6 +40,7 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, rloo_advantages
+from .contrasts import curve_auc
 from .credit import token_advantages
 from .oracle import ProcessBenchReport, Verdict, combine_verdicts
 from .validation import check_choice, check_int, check_type
@@ -94,6 +99,24 @@ def _ref_rloo(rewards: torch.Tensor) -> torch.Tensor:
 def _ref_hybrid(seq_adv, response_mask, error_mask, is_wrong, lam) -> torch.Tensor:
     return token_advantages(seq_adv, response_mask, error_mask, is_wrong, "cal_hybrid", negative_reward=-1.0,
                             lam=lam)[0]
+
+
+def _ref_uniform(seq_adv, response_mask, error_mask, is_wrong, lam) -> torch.Tensor:
+    return token_advantages(seq_adv, response_mask, error_mask, is_wrong, "uniform", negative_reward=-1.0,
+                            lam=lam)[0]
+
+
+def _random_curve(gen: torch.Generator) -> tuple[list[int], list[float]]:
+    n = int(torch.randint(2, 8, (), generator=gen))
+    gaps = torch.randint(1, 6, (n - 1,), generator=gen) * int(torch.randint(1, 11, (), generator=gen))
+    steps = [int(torch.randint(0, 3, (), generator=gen))] + [0] * (n - 1)
+    for i, gap in enumerate(gaps.tolist()):  # increasing, unevenly spaced evaluation steps
+        steps[i + 1] = steps[i] + gap
+    return steps, [round(float(a), 3) for a in torch.rand(n, generator=gen)]
+
+
+def _ref_auc(steps: list[int], accs: list[float]) -> float:
+    return curve_auc({"eval_curve": [{"step": k, "accuracy": a} for k, a in zip(steps, accs)]})
 
 
 def _random_predictions(gen: torch.Generator) -> tuple[list[int], list[int | None]]:
@@ -158,6 +181,16 @@ EXERCISES: dict[str, Exercise] = {
         "f(checker: int, judge: int | None) -> int | None", _random_stage_steps, _ref_cascade,
         "read the rules in calgrpo_lib.oracle.cascade's docstring: who answers when only one stage flags a step, "
         "when both do, and when the judge failed; -1 is a verdict too"),
+    "uniform_control": Exercise(
+        "f(seq_adv (N,), response_mask (N, T) bool, error_mask (N, T) bool, is_wrong (N,) bool, lam) -> (N, T)",
+        _random_credit_inputs, _ref_uniform,
+        "start from plain GRPO's credit; a wrong answer's extra push-down must add up to what cal_hybrid gives it, "
+        "but no token of the response may get more of it than another; answers with no error tokens (right ones, "
+        "oracle failures) get no extra, and padding stays exactly 0"),
+    "curve_auc": Exercise(
+        "f(steps: list[int], accs: list[float]) -> float", _random_curve, _ref_auc,
+        "the evaluations are not evenly spaced, so weight each interval by its width; the result is an accuracy "
+        "(a curve that stays at 0.6 gives 0.6), not an area in step units"),
 }
 
 

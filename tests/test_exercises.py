@@ -24,6 +24,9 @@ LIBRARY = {  # the library's own functions, wrapped to the exercise signatures: 
     "cal_hybrid": lambda a, m, e, w, lam: token_advantages(a, m, e, w, "cal_hybrid", lam=lam)[0],
     "processbench_f1": _f1,
     "cascade_step": _cascade,
+    "uniform_control": lambda a, m, e, w, lam: token_advantages(a, m, e, w, "uniform", lam=lam)[0],
+    "curve_auc": lambda steps, accs: sum((k1 - k0) * (a0 + a1) / 2 for k0, k1, a0, a1 in zip(
+        steps, steps[1:], accs, accs[1:])) / (steps[-1] - steps[0]),
 }
 
 
@@ -51,6 +54,13 @@ def test_every_exercise_has_a_passing_library_answer(capsys):
     ("cascade_step", lambda checker, judge: min(s for s in (checker, judge) if s is not None), "got"),  # -1 < step
     ("cascade_step", lambda checker, judge: float(checker), "expected the int"),
     ("rloo", lambda r: r.tolist(), "returned list"),
+    ("uniform_control", lambda a, m, e, w, lam: token_advantages(a, m, e, w, "cal_hybrid", lam=lam)[0],
+     "values differ"),  # the push-down on the span, not spread
+    ("uniform_control", lambda a, m, e, w, lam: a[:, None] * m - lam * (e & w[:, None]).float().mean(1, keepdim=True),
+     "values differ"),  # spread over T (padding included), not over the response
+    ("curve_auc", lambda steps, accs: sum(accs) / len(accs), "got"),  # unweighted mean of the evaluations
+    ("curve_auc", lambda steps, accs: sum((k1 - k0) * (a0 + a1) / 2 for k0, k1, a0, a1 in zip(
+        steps, steps[1:], accs, accs[1:])), "got"),  # an area, not divided by the span
 ])
 def test_wrong_answers_fail_with_a_hint(capsys, name, wrong, message):
     assert check_exercise(name, wrong) is False
