@@ -31,7 +31,8 @@ from .granularity import SPAN_GRANULARITIES
 from .validation import check_choice, check_float, check_type
 
 __all__ = ["CONDITION_FIELDS", "NOISE_FIELDS", "BUDGET_V2", "GRID_V2", "MAIN_CONDITIONS", "DEFAULT_V2", "NOISE_LEVELS",
-           "noise_rates", "check_conditions", "mode_conditions", "grid_v2", "condition_noise", "condition_f1"]
+           "noise_rates", "check_conditions", "mode_conditions", "grid_v2", "condition_noise", "condition_f1",
+           "oracle_quality"]
 
 #: config fields a condition may set (everything else is shared by all runs of an experiment)
 CONDITION_FIELDS = ("credit_mode", "span_granularity", *NOISE_FIELDS)
@@ -62,6 +63,15 @@ def condition_f1(fields: Mapping[str, Any], n: int = 400, *, seed: int = 0) -> f
 
     rates = {name.removeprefix("oracle_"): float(fields.get(name, 0.0)) for name in NOISE_FIELDS}
     return float(localization_quality(NoisyOracle(StepCheckOracle(), seed=seed, **rates), n).f1)
+
+
+def oracle_quality(conditions: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The credit-quality sweep of a grid's ``conditions`` (name -> fields): the measured oracle F1
+    (:func:`condition_f1`) of ``cal_hybrid-step`` (the exact oracle) and of every condition with oracle noise, in the
+    grid's order; the x axis of :func:`calgrpo_lib.contrasts.credit_quality_plot`."""
+    check_type("conditions", conditions, Mapping)
+    return {name: condition_f1(fields) for name, fields in conditions.items()
+            if name == "cal_hybrid-step" or condition_noise(fields) > 0}
 
 
 def _v2_conditions() -> dict[str, dict[str, Any]]:

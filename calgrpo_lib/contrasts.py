@@ -30,8 +30,8 @@ from typing import Any
 from .tables import format_table, runs_by_mode
 from .validation import check_choice, check_int, check_type
 
-__all__ = ["METRICS", "curve_auc", "reach_step", "run_metrics", "paired_differences", "contrast_text", "contrast_plot",
-           "credit_quality_plot"]
+__all__ = ["METRICS", "mean_curve", "curve_auc", "reach_step", "run_metrics", "paired_differences", "contrast_text",
+           "contrast_plot", "credit_quality_plot"]
 
 METRICS = ("final", "auc", "reach")  #: per-run metrics of :func:`run_metrics`
 
@@ -42,6 +42,16 @@ def _curve(run: dict[str, Any]) -> list[tuple[int, float]]:
         raise ValueError(f"run {run.get('mode')!r} seed {run.get('seed')!r} has eval_curve {points!r}; allowed: two "
                          "or more evaluations at increasing steps")
     return points
+
+
+def mean_curve(results: dict[str, Any], condition: str) -> dict[int, float]:
+    """``{k: mean_s acc_s(k)}``: a condition's held-out accuracy at each evaluation step, averaged over its seeds
+    (every seed is evaluated at the same steps; a step some seed lacks is left out)."""
+    by = runs_by_mode(results)
+    check_choice("condition", condition, tuple(by))
+    curves = [dict(_curve(r)) for r in by[condition]]
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    return {k: statistics.fmean(c[k] for c in curves) for k in common}
 
 
 def curve_auc(run: dict[str, Any]) -> float:

@@ -50,10 +50,9 @@ from .conditions import (
     BUDGET_V2,
     CONDITION_FIELDS,
     check_conditions,
-    condition_f1,
-    condition_noise,
     grid_v2,
     mode_conditions,
+    oracle_quality,
 )
 from .config import GRPOConfig, preset
 from .contrasts import METRICS, contrast_plot, contrast_text, credit_quality_plot
@@ -373,10 +372,7 @@ def save_contrast_figures(results: dict[str, Any], out: Path) -> list[Path]:
     """Save a grid's paired differences against plain GRPO (final accuracy, with 95% bootstrap CIs) as
     ``<out stem>_contrasts.png`` and the credit-quality curve (the same differences of the exact and noisy
     ``cal_hybrid`` step conditions against their oracle's measured F1) as ``<out stem>_credit_quality.png``."""
-    by = summary_table(results)
-    quality = {n: condition_f1(results["conditions"][n]) for n in by
-               if n in results.get("conditions", {}) and n != "sequence"
-               and (n == "cal_hybrid-step" or condition_noise(results["conditions"][n]) > 0)}
+    quality = oracle_quality(results.get("conditions", {}))
     saved = [out.with_name(f"{out.stem}_contrasts.png")]
     contrast_plot(results, "final").savefig(saved[0], dpi=110)
     if quality:

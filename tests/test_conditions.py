@@ -105,3 +105,11 @@ def test_condition_f1_falls_with_noise():
     assert f1["cal_hybrid-step"] == 1.0
     assert 1.0 > f1["cal_hybrid-noise0.3"] > f1["cal_hybrid-noise0.8"]
     assert 0.2 < f1["cal_hybrid-noise0.8"] < 0.45  # the sweep reaches down to F1 about 0.3
+
+
+def test_oracle_quality_is_the_exact_and_the_noisy_conditions():
+    grid = {n: C.GRID_V2[n] for n in ("sequence", "cal_hybrid-step", "random_span", "cal_hybrid-noise0.8")}
+    quality = C.oracle_quality(grid)
+    assert list(quality) == ["cal_hybrid-step", "cal_hybrid-noise0.8"]
+    assert quality["cal_hybrid-step"] == 1.0
+    assert quality["cal_hybrid-noise0.8"] == C.condition_f1(grid["cal_hybrid-noise0.8"]) < 0.5

@@ -3,7 +3,7 @@ intervals, on hand-made results whose answers are worked out by hand (binary fra
 
 import pytest
 
-from calgrpo_lib.contrasts import contrast_text, curve_auc, paired_differences, reach_step, run_metrics
+from calgrpo_lib.contrasts import contrast_text, curve_auc, mean_curve, paired_differences, reach_step, run_metrics
 
 
 def _run(mode, seed, accs, steps=(0, 10, 20)):
@@ -81,3 +81,10 @@ def test_select_conditions_keeps_the_named_runs_in_order():
     assert "only_seed2" not in paired_differences(part, "final")
     with pytest.raises(ValueError, match=r"names\[1\]='nope'.*allowed: sequence, cal, only_seed2"):
         select_conditions(results, ["cal", "nope"])
+
+
+def test_mean_curve_averages_the_seeds_step_by_step():
+    assert mean_curve(RESULTS, "cal") == {0: 0.5, 10: 0.625, 20: 0.75}
+    assert mean_curve(RESULTS, "only_seed2") == {0: 0.5, 10: 0.5, 20: 0.5}
+    with pytest.raises(ValueError, match="condition"):
+        mean_curve(RESULTS, "nope")
