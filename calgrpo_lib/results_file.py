@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .tables import check_runs
-from .validation import check_type
+from .tables import check_runs, runs_by_mode
+from .validation import check_choice, check_type
 
 __all__ = ["RESULTS_FORMAT", "HISTORY_KEYS", "environment", "run_record", "write_json", "load_results",
            "select_conditions", "find_results"]
@@ -95,10 +95,9 @@ def select_conditions(results: dict[str, Any], names: list[str]) -> dict[str, An
     """A copy of ``results`` holding only the runs of the conditions ``names`` (in that order), to draw or compare a
     part of a grid. An unknown name is refused with the names the results hold."""
     check_type("names", names, (list, tuple))
-    have = list(dict.fromkeys(r["mode"] for r in results["runs"]))
+    by = runs_by_mode(results)
     for i, name in enumerate(names):
-        if name not in have:
-            raise ValueError(f"names[{i}]={name!r} has no runs in these results; allowed: {', '.join(have)}")
-    runs = [r for name in names for r in results["runs"] if r["mode"] == name]
+        check_choice(f"names[{i}]", name, tuple(by))
+    runs = [r for name in names for r in by[name]]
     conditions = {n: c for n, c in results.get("conditions", {}).items() if n in names}
     return {**results, "runs": runs, **({"conditions": conditions} if "conditions" in results else {})}
