@@ -3,7 +3,8 @@
 For each model folder (or ``tiny``), greedy answers on the trainer's held-out problems
 (``generate_problems(n, seed=0, split="test")``) are sorted into: right; first error a forgotten carry or borrow (the
 tiny policy's trained-in misconception, ``arithmetic.forgotten_carry_shift``); another arithmetic error; a number
-from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic). Run it on a policy before
+from nowhere; a wrong final line; or no error found (a wrong plan with right arithmetic):
+``calgrpo_lib.oracle.first_error_kind``, which notebook 04 uses too. Run it on a policy before
 and after GRPO (``<run>/checkpoints/step-000050``) to see which mistakes training removed; with two or more models it
 also counts, problem by problem, what each kind of the first became in the last, and on which line the new error of
 a forgotten carry that became another arithmetic error sits (a carrying line, by ``arithmetic.carry_kind``, or a
@@ -15,47 +16,14 @@ line without carry, by operation).
 from __future__ import annotations
 
 import argparse
-import re
 from collections import Counter
 
-from calgrpo_lib.arithmetic import apply_op, carry_kind, forgotten_carry_shift
-from calgrpo_lib.oracle import check_solution
+from calgrpo_lib.oracle import MISTAKE_KINDS as KINDS
+from calgrpo_lib.oracle import error_line, first_error_kind
 from calgrpo_lib.policy import load_policy
-from calgrpo_lib.rewards import build_prompt, is_correct
+from calgrpo_lib.rewards import build_prompt
 from calgrpo_lib.sampling import generate
 from calgrpo_lib.tasks import generate_problems
-
-KINDS = ("right", "forgotten carry", "arithmetic", "unknown_number", "final_answer", "no error found")
-_CLAIM = re.compile(r"<<(\d+)([-+])(\d+)=(\d+)>>")
-_LHS = re.compile(r"<<(\d+)([-+*/])(\d+)=")
-
-
-def first_error_kind(question: str, reference: str, final: float, response: str) -> str:
-    """One of :data:`KINDS` for ``response``."""
-    if is_correct(response, final):
-        return "right"
-    error = check_solution(question, reference, response)
-    if error is None:
-        return "no error found"
-    m = _CLAIM.search(response[error.start:error.end]) if error.kind == "arithmetic" else None
-    if m:
-        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        shift = forgotten_carry_shift(a, op, b)
-        if shift and c == apply_op(a, op, b) + shift:
-            return "forgotten carry"
-    return error.kind
-
-
-def error_line(question: str, reference: str, response: str) -> str:
-    """Where the step checker's first error in ``response`` sits: a line that carries or borrows (by
-    ``arithmetic.carry_kind``) or another line (by its operation)."""
-    error = check_solution(question, reference, response)
-    m = _LHS.search(response[error.start:error.end]) if error else None
-    if m is None:
-        return "no line found"
-    a, op, b = int(m[1]), m[2], int(m[3])
-    kind = carry_kind(a, op, b)
-    return f"carrying line: {kind}" if kind else f"line without carry: {op}"
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Benchmark: what CAL credit costs inside TRL: ``CALGRPOTrainer`` (step checker) against plain ``GRPOTrainer``.
 
-    python bench/trl_overhead.py [--steps 8] [--warmup 2] [--threads 1] [--credit-mode cal_hybrid]
+    python bench/trl_overhead.py [--steps 8] [--warmup 2] [--rounds 3] [--threads 1] [--credit-mode cal_hybrid]
 
 Both run TRL's loop on the same policy, prompts (unshuffled, ``--prompts`` x ``--generations`` per step), seed and
 settings: exactly ``--max-new-tokens`` new tokens per completion (min = max, so lengths match), loss ``dapo``, beta 0,
@@ -8,10 +8,13 @@ temperature 1, group-scaled rewards, the rule reward of ``calgrpo_lib.trl_engine
 checkpointing. The only difference is CALGRPOTrainer's post-processing of each batch: decoding, correctness, the
 oracle (``stepcheck``, exact and offline) on the wrong completions, span -> token masks and token credit.
 
-Each trainer runs in a fresh subprocess, one after the other, with the same torch thread count; step time is the median
-wall time of ``--steps`` optimizer steps after ``--warmup`` (``on_step_begin`` to ``on_step_end``, CUDA synchronised);
-peak memory is the growth of the process's peak RSS from after the imports (CPU) or ``torch.cuda.max_memory_allocated``
-(CUDA). Needs ``pip install -e ".[trl]"``.
+Each trainer runs in a fresh subprocess, one after the other, with the same torch thread count, ``--rounds`` times in
+alternating order (TRL first in rounds 1, 3, ...; CAL first in rounds 2, 4, ...), so that a machine whose speed drifts
+during the run (another job starting, a CPU warming up) weighs on both alike. A trainer's step time is the median of
+its timed steps pooled over the rounds: the wall time of ``--steps`` optimizer steps after ``--warmup`` per round
+(``on_step_begin`` to ``on_step_end``, CUDA synchronised); the ratio CAL / TRL is that of the two medians, and the
+per-round ratios are printed beside it. Peak memory is the growth of the process's peak RSS from after the imports
+(CPU) or ``torch.cuda.max_memory_allocated`` (CUDA), the largest over the rounds. Needs ``pip install -e ".[trl]"``.
 """
 
 from __future__ import annotations
@@ -113,13 +116,31 @@ def _run_worker(name: str, args: argparse.Namespace, result: Path) -> dict[str, 
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error"),
            "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::FutureWarning")}
-    print(f"running {LABELS[name]} ({args.warmup} warm-up + {args.steps} timed steps) ...", file=sys.stderr, flush=True)
+    print(f"running {LABELS[name]} ({args.warmup} warm-up + {args.steps} timed steps) ...", file=sys.stderr,
+          flush=True)
     subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)
     return json.loads(result.read_text())
 
 
 def _mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.0f}"
+
+
+def pool_rounds(rounds: list[dict[str, dict[str, Any]]], warmup: int) -> dict[str, dict[str, Any]]:
+    """One result per trainer from its rounds: the timed steps of every round together (their median, min, max),
+    the largest peak memory, the mean CAL metrics, and the per-round medians (``round_medians_s``)."""
+    pooled = {}
+    for name in WORKERS:
+        runs = [r[name] for r in rounds]
+        timed = [t for r in runs for t in r["step_times"][warmup:]]
+        metrics = {k: statistics.fmean(r["cal_metrics"][k] for r in runs) for k in runs[0]["cal_metrics"]}
+        lengths = [r["completion_len"] for r in runs if r["completion_len"] is not None]
+        pooled[name] = {**runs[0], "median_s": statistics.median(timed), "min_s": min(timed), "max_s": max(timed),
+                        "round_medians_s": [r["median_s"] for r in runs], "cal_metrics": metrics,
+                        "peak_rss_growth_bytes": max(r["peak_rss_growth_bytes"] for r in runs),
+                        "peak_cuda_bytes": max((r["peak_cuda_bytes"] or 0) for r in runs) or None,
+                        "completion_len": statistics.fmean(lengths) if lengths else None}
+    return pooled
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> float:
@@ -132,7 +153,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> floa
     print(f"# policy {args.model} ({plain['params'] / 1e6:.1f}M params) · device {args.device} · torch threads "
           f"{args.threads} · {args.prompts} prompts x {args.generations} generations · {args.max_new_tokens} new "
           f"tokens (min = max) · CAL credit {args.credit_mode} with the step checker · median of {args.steps} steps "
-          f"after {args.warmup} warm-up")
+          f"after {args.warmup} warm-up, x {args.rounds} rounds in alternating order")
     print()
     mem = "peak CUDA MiB" if cuda else "peak RSS growth MiB"
     print(f"| trainer | median step s | min s | max s | {mem} |")
@@ -146,6 +167,9 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> floa
     m_cal = cal["peak_cuda_bytes"] if cuda else cal["peak_rss_growth_bytes"]
     print(f"| CAL / TRL | {ratio:.2f}x | | | {f'{m_cal / m_plain:.2f}x' if m_plain else 'n/a'} |")
     print()
+    per_round = [c / p for c, p in zip(cal["round_medians_s"], plain["round_medians_s"])]
+    print("per round (median CAL / median TRL): " + ", ".join(f"{r:.3f}" for r in per_round)
+          + f"; their median {statistics.median(per_round):.3f}")
     c = cal["cal_metrics"]
     if c:
         print(f"CAL per step (means over the timed steps): credit post-processing {c.get('cal/credit_time_s', 0):.4f} "
@@ -156,8 +180,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> floa
               f"rate {c.get('cal/span_hit_rate', 0):.2f}, error tokens {c.get('cal/error_tokens', 0):.1f}, fallbacks "
               f"{c.get('cal/fallbacks', 0):.1f}")
     print(f"completion length (mean tokens): TRL {plain['completion_len']}, CAL {cal['completion_len']}")
-    if args.steps < 10 or args.warmup < 2:
-        print("note: fewer than 10 timed steps or 2 warm-up steps: a smoke run, not a measurement")
+    if args.steps < 10 or args.warmup < 2 or args.rounds < 2:
+        print("note: fewer than 10 timed steps, 2 warm-up steps or 2 rounds: a smoke run, not a measurement")
     print(f"ratio CAL/TRL: {ratio:.2f}")
     return ratio
 
@@ -166,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8, help="timed optimizer steps per trainer (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps before them (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="runs of both trainers, in alternating order (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for both (default 1)")
     p.add_argument("--prompts", type=int, default=4, help="prompts per step (default 4)")
     p.add_argument("--generations", type=int, default=8, help="samples per prompt, G (default 8)")
@@ -184,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run one worker, or both one after the other and print the comparison."""
     args = _parser().parse_args(argv)
-    for name in ("steps", "threads", "prompts", "max_new_tokens"):
+    for name in ("steps", "rounds", "threads", "prompts", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')}={getattr(args, name)}; allowed: an int >= 1")
     if args.warmup < 0 or args.generations < 2:
@@ -193,10 +218,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args)
         return
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="trl_overhead_") as tmp:
-        results = {name: _run_worker(name, args, Path(tmp) / f"{name}.json") for name in WORKERS}
+        for k in range(args.rounds):
+            order = WORKERS if k % 2 == 0 else WORKERS[::-1]
+            done = {name: _run_worker(name, args, Path(tmp) / f"{name}_{k}.json") for name in order}
+            rounds.append({name: done[name] for name in WORKERS})
+    results = pool_rounds(rounds, args.warmup)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), **results}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds, **results}, indent=1))
     report(args, results)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .validation import check_float, check_int, check_type
-from .viz import as_list, credit_color, figure_png, finite_numbers
+from .viz import as_list, credit_color, figure_png, finite_numbers, noted_box
 
 __all__ = ["advantage_bars", "advantage_widget", "aggregation_bars", "surrogate_curves"]
 
@@ -105,8 +105,16 @@ def advantage_widget(rewards: Sequence[float] = (1.0, 0.0, 0.0, 0.0), *, eps: fl
     for control in (*sliders, use_std, std, eps_slider):
         control.observe(redraw, names="value")
     redraw()
-    controls = widgets.VBox([*sliders, use_std, std, eps_slider, readout])
-    return widgets.HBox([controls, image])
+    # The controls keep their width (sliders, dropdown and readout fully visible); the figure takes the rest of the
+    # row and scales down, and below about 1024 px it wraps under the controls instead of covering them.
+    for control in (*sliders, use_std, std, eps_slider):
+        control.layout = widgets.Layout(width="340px")
+    controls = widgets.VBox([*sliders, use_std, std, eps_slider, readout],
+                            layout=widgets.Layout(flex="0 0 360px", min_width="360px"))
+    image.layout = widgets.Layout(flex="1 1 480px", min_width="0", max_width="100%", height="auto",
+                                  object_fit="contain")
+    return noted_box("HBox", [controls, image], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start",
+                                                                      width="100%"))
 
 
 def aggregation_bars(mask: Any, *, max_completion_length: int, loss_types: Sequence[str] = ("grpo", "bnpo", "dr_grpo"),

@@ -272,7 +272,6 @@ def _train_trl(args: argparse.Namespace, config: GRPOConfig) -> int:
 
         from transformers.trainer_utils import get_last_checkpoint
 
-        from .data import load_problems
         from .policy import model_source
 
         out = Path(config.output_dir)
@@ -287,11 +286,7 @@ def _train_trl(args: argparse.Namespace, config: GRPOConfig) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kind == "folder", padding_side="left")
-        problems = load_problems(config.task, "train", n=config.train_size, seed=config.seed, path=config.data_path)
-        dataset = trl_engine.problems_dataset(problems, prompt_style=config.prompt_style, tokenizer=tokenizer)
-        reward = trl_engine.reward_func(config.reward_format, config.answer_weight, config.format_weight)
-        trainer = trl_engine.CALGRPOTrainer(model=path, reward_funcs=reward, args=trl_args, train_dataset=dataset,
-                                            processing_class=tokenizer, peft_config=trl_engine.peft_config(config))
+        trainer = trl_engine.trl_trainer(config, path, tokenizer, args=trl_args)
     except (OSError, ValueError, TypeError) as e:
         print(f"calgrpo: error: {e}", file=sys.stderr)
         return 2

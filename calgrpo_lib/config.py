@@ -27,7 +27,7 @@ from .reward_model import CALIBRATIONS
 from .validation import check_choice, check_float, check_int, check_new_tokens, check_type
 
 __all__ = ["GRPOConfig", "PRESETS", "preset", "CREDIT_MODE_CHOICES", "ORACLES", "LR_SCHEDULERS", "NOISE_FIELDS",
-           "lr_at_step"]
+           "lr_at_step", "process_batch_split"]
 
 #: the fields of the oracle-noise rates (fed to NoisyOracle by run_oracle.build_oracle)
 NOISE_FIELDS = ("oracle_miss_rate", "oracle_wrong_step_rate", "oracle_correct_step_rate")
@@ -265,6 +265,28 @@ def lr_at_step(config: GRPOConfig, step: int) -> float:
     factor = {"constant": 1.0, "linear": 1.0 - progress,
               "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[config.lr_scheduler_type]
     return config.learning_rate * factor
+
+
+def process_batch_split(prompts_per_step: int, num_generations: int, num_processes: int,
+                        microbatch_size: int) -> tuple[int, int]:
+    """How one step's ``P * G`` completions split over ``num_processes`` data-parallel processes, each running
+    microbatches: ``(per_process_microbatch, accumulation_steps)`` with ``per_process = P * G / num_processes``,
+    ``per_process_microbatch = min(microbatch_size, per_process)`` and ``accumulation_steps = per_process /
+    per_process_microbatch`` (TRL's ``per_device_train_batch_size`` and ``gradient_accumulation_steps``), so that
+    ``num_processes * per_process_microbatch * accumulation_steps = P * G``. A batch that does not split evenly
+    raises ``ValueError`` naming the fields."""
+    for name, value in (("prompts_per_step", prompts_per_step), ("num_generations", num_generations),
+                        ("num_processes", num_processes), ("microbatch_size", microbatch_size)):
+        check_int(name, value, 1, None)
+    per_process, rest = divmod(prompts_per_step * num_generations, num_processes)
+    if rest or not per_process:
+        raise ValueError(f"prompts_per_step * num_generations = {prompts_per_step} * {num_generations} does not "
+                         f"split over {num_processes} processes; allowed: a multiple of {num_processes}")
+    micro = min(microbatch_size, per_process)
+    if per_process % micro:
+        raise ValueError(f"microbatch_size={microbatch_size} does not divide the {per_process} completions of each "
+                         f"process (prompts_per_step * num_generations / {num_processes}); allowed: a divisor")
+    return micro, per_process // micro
 
 
 PRESETS: dict[str, dict[str, Any]] = {

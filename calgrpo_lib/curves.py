@@ -4,6 +4,8 @@ held-out accuracy of each credit mode in a CAL vs GRPO experiment.
 - :func:`training_curves` draws a run from the trainer's records (as in ``metrics.jsonl``): "train" records need
   ``step``, ``reward_mean`` and ``accuracy``, "eval" records ``step`` and ``accuracy``. :class:`TrainingPlot` is a
   ``Trainer`` callback that redraws that figure in place as records arrive (the trainer draws nothing).
+- :func:`metric_curves` draws any logged metrics of a run, one panel each: the trainer's records or TRL's
+  ``trainer.state.log_history`` (any records with a ``step``).
 - :func:`experiment_curves` draws a results dict written by :func:`calgrpo_lib.experiment.run_experiment`: its
   "runs" hold "mode", "seed" and an "eval_curve" of ``{"step", "accuracy", "wall_time_s"}`` points.
 
@@ -19,8 +21,8 @@ from .tables import runs_by_mode
 from .validation import check_choice, check_int, check_type
 from .viz import figure_png
 
-__all__ = ["moving_average", "training_curves", "TrainingPlot", "TRAINING_CURVE_LABELS", "experiment_curves",
-           "EXPERIMENT_COLORS"]
+__all__ = ["moving_average", "training_curves", "metric_curves", "TrainingPlot", "TRAINING_CURVE_LABELS",
+           "experiment_curves", "EXPERIMENT_COLORS"]
 
 
 # ------------------------------------------------------------------------------- training curves (notebook 04)
@@ -102,6 +104,43 @@ def training_curves(history: Sequence[dict[str, Any]], evals: Sequence[dict[str,
             ax.set_xlim(0, total_steps)
         if ax.get_lines():
             ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def metric_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], *, labels: dict[str, str] | None = None,
+                  smooth: int = 10, ncols: int = 3, title: str | None = None):
+    """One panel per metric in ``keys``, over the steps: the per-step value (thin) and its moving average over
+    ``smooth`` steps (thick). ``records``: dicts with ``step`` (our ``metrics.jsonl``, TRL's ``log_history``);
+    records without a key are skipped for that panel, and a key no record has raises ``ValueError``. ``labels``:
+    a panel title per key (default: the key). Returns a matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    check_type("records", records, (list, tuple))
+    check_type("keys", keys, (list, tuple))
+    check_int("smooth", smooth, 1, None)
+    check_int("ncols", ncols, 1, None)
+    rows = [r for r in records if isinstance(r, dict) and "step" in r]
+    missing = [k for k in keys if not any(k in r for r in rows)]
+    if not keys or missing:
+        raise ValueError(f"keys={list(keys)}: {missing or 'empty'} not in any record with a step; allowed: keys of "
+                         f"the records, e.g. {sorted({k for r in rows for k in r})[:12]}")
+    ncols = min(ncols, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig = Figure(figsize=(3.6 * ncols, 2.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    for ax, key in zip(axes, keys):
+        points = sorted((r["step"], float(r[key])) for r in rows if key in r)
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(steps, values, color="#5e3c99", alpha=0.35, linewidth=1, marker="." if len(points) < 8 else None)
+        if smooth > 1 and len(values) > 1:
+            ax.plot(steps, moving_average(values, smooth), color="#5e3c99", linewidth=2)
+        ax.set_title((labels or {}).get(key, key), fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -27,8 +27,24 @@ as FAIL (with a hint) and ``False`` is returned. Exercises (``EXERCISES``):
 - ``curve_auc``: ``f(steps: list[int], accs: list[float]) -> float``, the mean held-out accuracy over training:
   the trapezoid area under ``acc(k)`` divided by ``steps[-1] - steps[0]`` (:func:`calgrpo_lib.contrasts.curve_auc`).
 
-A learner's function may return a tensor, a number or ``None``, matching the exercise: tensors are compared to a
-tolerance, numbers to 1e-6, ``None`` and integers exactly.
+- ``span_to_token_mask``: ``f(offsets: list[tuple[int, int]], start, end) -> list[bool]``, True for every token
+  whose characters overlap ``[start, end)``, even partly; empty spans (special tokens) never
+  (:func:`calgrpo_lib.spans.span_to_token_mask`);
+- ``piece_offsets``: ``f(pieces: list[str]) -> list[tuple[int, int]]``, each token's ``(start, end)`` in the text
+  its pieces add up to (:func:`calgrpo_lib.spans.piece_offsets`);
+- ``prefix_credit``: ``f(seq_adv (N,), response_mask (N, T), error_mask (N, T), is_wrong (N,)) -> (N, T)``, the
+  ``prefix`` credit mode: a wrong answer with a span gets ``max(A_i, 0)`` before its first error token and
+  ``min(A_i, 0)`` from it on;
+- ``loss_weights``: ``f(mask (N, T) bool, loss_type, max_completion_length) -> (N, T)``, the weight of each token
+  in the aggregated loss for ``loss_type`` in ``grpo``, ``bnpo``, ``dr_grpo``
+  (:func:`calgrpo_lib.loss.aggregation_weights`);
+- ``batch_split``: ``f(prompts_per_step, num_generations, num_processes, microbatch_size) -> (int, int)``, each
+  process's microbatch and its gradient accumulation steps (:func:`calgrpo_lib.config.process_batch_split`);
+- ``pooled_hit_rate``: ``f(mapped: list[int], quotes: list[int]) -> float``, the span hit rate of a step run on
+  several processes, from each process's counts of mapped quotes and quotes (0 when there are no quotes).
+
+A learner's function may return a tensor, a number, ``None`` or a list (or tuple), matching the exercise: tensors
+are compared to a tolerance, numbers to 1e-6, ``None``, integers and lists exactly.
 """
 
 from __future__ import annotations
@@ -40,9 +56,12 @@ from typing import Any
 import torch
 
 from .advantages import group_advantages, rloo_advantages
+from .config import process_batch_split
 from .contrasts import curve_auc
 from .credit import token_advantages
+from .loss import aggregation_weights
 from .oracle import ProcessBenchReport, Verdict, combine_verdicts
+from .spans import piece_offsets, span_to_token_mask
 from .validation import check_choice, check_int, check_type
 
 __all__ = ["Exercise", "EXERCISES", "check_exercise"]
@@ -159,19 +178,85 @@ def _ref_cascade(checker: int, judge: int | None) -> int | None:
     return verdict.predicted_step
 
 
+def _random_pieces(gen: torch.Generator) -> list[str]:
+    n = int(torch.randint(1, 10, (), generator=gen))
+    words = ["7", "2", " +", " =", " <<", ">>", "\n", "####", " apples", "<|eos|>"]
+    pieces = [words[int(i)] for i in torch.randint(0, len(words), (n,), generator=gen)]
+    return ["" if p == "<|eos|>" else p for p in pieces]  # a special token decodes to nothing
+
+
+def _random_span_inputs(gen: torch.Generator) -> tuple[list[tuple[int, int]], int, int]:
+    offsets = piece_offsets(_random_pieces(gen))
+    n_chars = offsets[-1][1]
+    start = int(torch.randint(0, n_chars + 1, (), generator=gen))
+    end = start + int(torch.randint(0, max(n_chars - start, 0) + 2, (), generator=gen))
+    return offsets, start, end
+
+
+def _random_prefix_inputs(gen: torch.Generator) -> tuple:
+    seq_adv, response_mask, error_mask, is_wrong, _ = _random_credit_inputs(gen)
+    seq_adv[torch.rand(seq_adv.shape, generator=gen) < 0.2] *= -1.0  # some wrong answers with A_i > 0
+    return seq_adv, response_mask, error_mask, is_wrong
+
+
+def _ref_prefix(seq_adv, response_mask, error_mask, is_wrong) -> torch.Tensor:
+    return token_advantages(seq_adv, response_mask, error_mask, is_wrong, "prefix")[0]
+
+
+def _random_mask_inputs(gen: torch.Generator) -> tuple[torch.Tensor, str, int]:
+    n = int(torch.randint(1, 6, (), generator=gen))
+    t = int(torch.randint(1, 9, (), generator=gen))
+    lengths = torch.randint(0, t + 1, (n,), generator=gen)  # 0 = an empty (truncated) response
+    mask = torch.arange(t)[None, :] < lengths[:, None]  # (N, T)
+    loss_type = ("grpo", "bnpo", "dr_grpo")[int(torch.randint(0, 3, (), generator=gen))]
+    return mask, loss_type, t + int(torch.randint(0, 5, (), generator=gen))
+
+
+def _ref_weights(mask: torch.Tensor, loss_type: str, max_completion_length: int) -> torch.Tensor:
+    return aggregation_weights(mask, loss_type, max_completion_length=max_completion_length)
+
+
+def _random_split(gen: torch.Generator) -> tuple[int, int, int, int]:
+    def pick(options: list[int]) -> int:
+        return options[int(torch.randint(0, len(options), (), generator=gen))]
+
+    prompts, g = int(torch.randint(1, 9, (), generator=gen)), pick([2, 4, 8])
+    total = prompts * g
+    processes = pick([n for n in range(1, 9) if total % n == 0])  # a split that works
+    share = total // processes
+    micro = pick([d for d in range(1, share + 1) if share % d == 0])
+    if float(torch.rand((), generator=gen)) < 0.3:
+        micro = total  # larger than a process's share: capped to it
+    return prompts, g, processes, micro
+
+
+def _random_counts(gen: torch.Generator) -> tuple[list[int], list[int]]:
+    n = int(torch.randint(1, 9, (), generator=gen))
+    quotes = [int(q) for q in torch.randint(0, 30, (n,), generator=gen)]
+    if float(torch.rand((), generator=gen)) < 0.1:
+        quotes = [0] * n  # no quote on any process
+    mapped = [int(float(torch.rand((), generator=gen)) * (q + 1)) for q in quotes]
+    return mapped, quotes
+
+
+def _ref_pooled(mapped: list[int], quotes: list[int]) -> float:
+    return sum(mapped) / sum(quotes) if sum(quotes) else 0.0
+
+
 EXERCISES: dict[str, Exercise] = {
     "group_advantages": Exercise(
         "f(rewards: (B, G) float tensor) -> (B, G)", _random_rewards, _ref_group,
-        "per row: subtract rewards.mean(dim=1, keepdim=True), divide by rewards.std(dim=1, keepdim=True) + 1e-4 "
-        "(torch's std is the unbiased one), and return exactly 0 for rows whose rewards are all equal"),
+        "each row is one group: centre it on its own mean and scale it by its own spread (which std convention, "
+        "and where does the 1e-4 go?); a row whose rewards are all equal must come out exactly 0, not nan"),
     "rloo": Exercise(
         "f(rewards: (B, G) float tensor) -> (B, G)", _random_rewards, _ref_rloo,
-        "the mean of the others is (row sum - r_i) / (G - 1); no std scaling here"),
+        "the baseline of answer i must not include r_i itself; there are G - 1 other answers in its group, and "
+        "nothing is divided by a spread"),
     "cal_hybrid": Exercise(
         "f(seq_adv (N,), response_mask (N, T) bool, error_mask (N, T) bool, is_wrong (N,) bool, lam) -> (N, T)",
         _random_credit_inputs, _ref_hybrid,
-        "broadcast seq_adv[:, None] over the response tokens only (multiply by response_mask), then add "
-        "lam * -1 on error_mask tokens of wrong answers; padding must stay exactly 0"),
+        "start from plain GRPO's credit (each answer's advantage on each of its real tokens), then push down the "
+        "error tokens, but only those of wrong answers; padding must stay exactly 0"),
     "processbench_f1": Exercise(
         "f(labels: list[int], preds: list[int | None]) -> float", _random_predictions, _ref_f1,
         "two accuracies, each over its own samples (labels of -1 are the correct solutions); a prediction counts "
@@ -191,6 +276,36 @@ EXERCISES: dict[str, Exercise] = {
         "f(steps: list[int], accs: list[float]) -> float", _random_curve, _ref_auc,
         "the evaluations are not evenly spaced, so weight each interval by its width; the result is an accuracy "
         "(a curve that stays at 0.6 gives 0.6), not an area in step units"),
+    "span_to_token_mask": Exercise(
+        "f(offsets: list[tuple[int, int]], start: int, end: int) -> list[bool]", _random_span_inputs,
+        span_to_token_mask,
+        "a token is inside when its characters and [start, end) share at least one character, also when it starts "
+        "before start or ends after end; a token whose span is empty covers no character, and an empty [start, "
+        "end) covers none either"),
+    "piece_offsets": Exercise(
+        "f(pieces: list[str]) -> list[tuple[int, int]]", lambda gen: (_random_pieces(gen),), piece_offsets,
+        "each token starts where the previous one ended; an empty piece still gets a (start, end) pair"),
+    "prefix_credit": Exercise(
+        "f(seq_adv (N,), response_mask (N, T) bool, error_mask (N, T) bool, is_wrong (N,) bool) -> (N, T)",
+        _random_prefix_inputs, _ref_prefix,
+        "the first error token of a row is the first True of its error_mask; right answers and wrong answers "
+        "without error tokens keep plain GRPO's credit; a wrong answer's A_i can be positive, and both parts "
+        "together must still add up to A_i on every token; padding stays exactly 0"),
+    "loss_weights": Exercise(
+        "f(mask: (N, T) bool tensor, loss_type: str, max_completion_length: int) -> (N, T)", _random_mask_inputs,
+        _ref_weights,
+        "grpo averages each response over its own tokens and then over responses, bnpo averages over all tokens "
+        "of the batch, dr_grpo divides by a constant that does not depend on the lengths; an empty response must "
+        "not divide by zero, and padding weighs exactly 0"),
+    "batch_split": Exercise(
+        "f(prompts_per_step, num_generations, num_processes, microbatch_size) -> (int, int)", _random_split,
+        process_batch_split,
+        "first find how many completions each process holds; a microbatch cannot be larger than that; the "
+        "accumulation steps are what makes the microbatches add up to the process's share"),
+    "pooled_hit_rate": Exercise(
+        "f(mapped: list[int], quotes: list[int]) -> float", _random_counts, _ref_pooled,
+        "the processes do not hold the same number of quotes, so a process with more quotes must weigh more; a "
+        "process with no quote has no rate of its own"),
 }
 
 
@@ -217,6 +332,19 @@ def _scalar_mismatch(got: Any, expected: float | int | None) -> str | None:
     return None if abs(float(got) - expected) <= 1e-6 else f"got {float(got):.6g}, expected {expected:.6g}"
 
 
+def _sequence_mismatch(got: Any, expected: list | tuple) -> str | None:
+    """What is wrong with a list (or tuple) the learner returned, or None when it is right (exact comparison)."""
+    if not isinstance(got, (list, tuple)):
+        return f"your function returned {type(got).__name__}, expected a {type(expected).__name__}"
+
+    def plain(xs: Any) -> list:
+        return [plain(x) if isinstance(x, (list, tuple)) else x for x in xs]
+
+    if len(got) != len(expected):
+        return f"got {len(got)} items, expected {len(expected)}"
+    return None if plain(got) == plain(expected) else f"got {plain(got)}, expected {plain(expected)}"
+
+
 def _first_mismatch(name: str, user_fn: Callable[..., Any], trials: int, seed: int) -> str | None:
     """None when ``user_fn`` matches the reference on every trial, else a message describing the first failure."""
     exercise = EXERCISES[name]
@@ -231,6 +359,11 @@ def _first_mismatch(name: str, user_fn: Callable[..., Any], trials: int, seed: i
             got = user_fn(*user_args)
         except Exception as exc:  # the learner's code: report, never propagate
             return f"your function raised {type(exc).__name__}: {exc} ({where})"
+        if isinstance(expected, (list, tuple)):
+            problem = _sequence_mismatch(got, expected)
+            if problem:
+                return f"{problem} ({where})"
+            continue
         if not isinstance(expected, torch.Tensor):
             problem = _scalar_mismatch(got, expected)
             if problem:

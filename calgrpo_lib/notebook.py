@@ -52,8 +52,8 @@ def fresh_run_dir(path: str | os.PathLike) -> str:
 
     A new run refuses a folder that holds an earlier run unless ``overwrite=True`` (``Trainer``); emptying it first
     lets a re-run notebook cell start afresh (and drops the earlier run's TensorBoard files). Only a folder that looks
-    like a run (``metrics.jsonl``, ``checkpoints/``, ``reward_calibration.json``, or nothing at all inside) is
-    removed; anything else raises rather than delete it.
+    like a run (``metrics.jsonl``, ``checkpoints/``, ``reward_calibration.json``, a TRL ``checkpoint-N/``, or nothing
+    at all inside) is removed; anything else raises rather than delete it.
     """
     check_type("path", path, (str, os.PathLike))
     folder = Path(path)
@@ -61,9 +61,11 @@ def fresh_run_dir(path: str | os.PathLike) -> str:
         if not folder.is_dir():
             raise ValueError(f"path={os.fspath(path)!r} is a file; allowed: a run folder (or a new path)")
         names = {p.name for p in folder.iterdir()}
-        if names and not names & {"metrics.jsonl", "checkpoints", CALIBRATION_FILE}:
+        trl_run = any(n.startswith("checkpoint-") and (folder / n).is_dir() for n in names)  # the trl engine's
+        if names and not names & {"metrics.jsonl", "checkpoints", CALIBRATION_FILE} and not trl_run:
             raise ValueError(f"path={os.fspath(path)!r} holds {sorted(names)[:5]} but no metrics.jsonl or "
-                             f"checkpoints/; allowed: a run folder written by the trainer, an empty or a new folder")
+                             f"checkpoints/; allowed: a run folder written by the trainer (or TRL's checkpoint-N/), "
+                             "an empty or a new folder")
         shutil.rmtree(folder)
     return os.fspath(path)
 

@@ -23,8 +23,8 @@ samples the same tokens as attending over the written positions only (checked on
 ``completion_ids`` for the same seed), at the price of that attention over the unwritten positions (on a CPU, the
 tiny policy samples ~20% slower than when it attended over the written positions only; bench/README.md).
 
-:func:`greedy_accuracy` and :func:`group_stats` score a policy on problems: the held-out accuracy the trainer
-reports, and the share of GRPO groups that hold both a right and a wrong answer.
+:func:`greedy_answers`, :func:`greedy_accuracy` and :func:`group_stats` score a policy on problems: its greedy answers,
+the held-out accuracy the trainer reports, and the share of GRPO groups that hold both a right and a wrong answer.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from .rewards import build_prompt, format_reward, is_correct
 from .tasks import Problem
 from .validation import check_float, check_int, check_new_tokens, check_type
 
-__all__ = ["Generation", "generate", "greedy_accuracy", "group_stats", "prompt_groups", "prefill_shared"]
+__all__ = ["Generation", "generate", "greedy_answers", "greedy_accuracy", "group_stats", "prompt_groups",
+           "prefill_shared"]
 
 # ----------------------------------------------------------------------------------------------- sampling
 
@@ -247,6 +248,16 @@ def _check_problems(problems: Any) -> None:
         raise ValueError(f"problems={str(problems)[:80]!r}; allowed: a non-empty list of tasks.Problem")
 
 
+def greedy_answers(model: Any, tokenizer: Any, problems: Sequence[Problem], *, batch_size: int = 64,
+                   max_new_tokens: int = 128, prompt_style: str = "plain") -> list[str]:
+    """The greedy completion of each problem's prompt (``build_prompt(question, prompt_style)``): what
+    :func:`greedy_accuracy` scores."""
+    _check_problems(problems)
+    check_int("batch_size", batch_size, 1, None)
+    prompts = [build_prompt(p.question, prompt_style, tokenizer) for p in problems]
+    return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size).texts
+
+
 def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], *, batch_size: int = 64,
                     max_new_tokens: int = 128, prompt_style: str = "plain") -> dict[str, float]:
     """Greedy-decode every problem; return ``{"accuracy", "format_rate", "n"}``.
@@ -255,10 +266,8 @@ def greedy_accuracy(model: Any, tokenizer: Any, problems: Sequence[Problem], *, 
     ending in a well-formed ``#### n`` line (``format_reward(text, "gsm8k")``). Use ``prompt_style="chat"`` for
     instruct models; the tiny policy is trained on ``"plain"``.
     """
-    _check_problems(problems)
-    check_int("batch_size", batch_size, 1, None)
-    prompts = [build_prompt(p.question, prompt_style, tokenizer) for p in problems]
-    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size).texts
+    texts = greedy_answers(model, tokenizer, problems, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           prompt_style=prompt_style)
     correct = [is_correct(t, p.final) for t, p in zip(texts, problems)]
     formatted = [format_reward(t, "gsm8k") for t in texts]
     n = len(problems)

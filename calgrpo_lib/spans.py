@@ -36,7 +36,7 @@ from .granularity import SPAN_GRANULARITIES, narrow_span
 from .quotes import FAIL_REASONS, MATCH_KINDS, SpanMatch, find_quote
 from .validation import check_choice, check_float, check_int, check_type
 
-__all__ = ["SpanStats", "token_char_offsets", "token_texts", "span_to_token_mask", "decode_responses",
+__all__ = ["SpanStats", "token_char_offsets", "token_texts", "piece_offsets", "span_to_token_mask", "decode_responses",
            "encode_responses", "error_token_masks", "OFFSET_METHODS"]
 
 OFFSET_METHODS = ("auto", "reencode", "incremental")
@@ -96,7 +96,9 @@ def _common_prefix_len(a: str, b: str, hint: int) -> int:
     return i
 
 
-def _offsets_from_pieces(pieces: list[str]) -> list[tuple[int, int]]:
+def piece_offsets(pieces: list[str]) -> list[tuple[int, int]]:
+    """Offsets of tokens whose decoded pieces, concatenated, are the text: ``(sum of the earlier pieces' lengths,
+    that plus the piece's length)`` each; an empty piece (a special token) gets the empty span there."""
     ends = list(itertools.accumulate(len(p) for p in pieces))
     return [(e - len(p), e) for p, e in zip(pieces, ends)]
 
@@ -151,7 +153,7 @@ def _content_offsets(backend: Any, contents: list[list[int]], method: str) -> tu
         for k, text in enumerate(texts):
             pieces = flat[starts[k]:starts[k + 1]]
             if "".join(pieces) == text:
-                offsets[k], used[k] = _offsets_from_pieces(pieces), "pieces"
+                offsets[k], used[k] = piece_offsets(pieces), "pieces"
     todo = [k for k in range(len(contents)) if offsets[k] is None]
     if method != "incremental" and todo:
         encodings = backend.encode_batch([texts[k] for k in todo], add_special_tokens=False)

@@ -72,9 +72,12 @@ import torch
 import trl
 from accelerate.utils import gather_object
 from packaging.specifiers import SpecifierSet
+from transformers import PrinterCallback, ProgressCallback
 
 from .config import GRPOConfig as CalConfig
+from .config import process_batch_split
 from .credit import token_advantages
+from .data import load_problems
 from .rewards import FORMATS, batch_rewards, build_prompt, is_correct
 from .run_oracle import build_oracle
 from .spans import decode_responses, error_token_masks
@@ -82,7 +85,7 @@ from .tasks import Problem
 from .validation import check_choice, check_type
 
 __all__ = ["SUPPORTED_TRL", "CAL_FIELDS", "METRIC_PREFIX", "NO_TRL_COUNTERPART", "CALGRPOConfig", "CALGRPOTrainer",
-           "problems_dataset", "reward_func", "trl_config", "peft_config"]
+           "CreditBatch", "problems_dataset", "reward_func", "trl_config", "peft_config", "trl_trainer"]
 
 SUPPORTED_TRL = ">=1.16,<1.17"  #: TRL versions tested (pyproject's ``trl`` extra pins the same)
 METRIC_PREFIX = "cal/"  #: our metrics in TRL's logs: ``cal/span_hit_rate``, ``cal/oracle_failures``, ...
@@ -159,6 +162,20 @@ class CALGRPOConfig(trl.GRPOConfig):
         return CalConfig(**{name: getattr(self, name) for name in CAL_FIELDS}, output_dir=str(self.output_dir))
 
 
+@dataclass(frozen=True)
+class CreditBatch:
+    """What :meth:`CALGRPOTrainer.apply_credit` saw and gave for this process's last batch (CPU tensors): TRL's
+    completions, their texts, which were wrong, TRL's advantages, the error tokens, the token advantages TRL got."""
+
+    completion_ids: torch.Tensor  # (B, T)
+    completion_mask: torch.Tensor  # (B, T) bool
+    texts: list[str]  # (B,)
+    is_wrong: torch.Tensor  # (B,) bool
+    advantages: torch.Tensor  # (B,)
+    error_mask: torch.Tensor  # (B, T) bool
+    token_advantages: torch.Tensor  # (B, T)
+
+
 def _check_trl_version() -> None:
     version = metadata.version("trl")
     if version not in SpecifierSet(SUPPORTED_TRL):
@@ -171,9 +188,8 @@ class CALGRPOTrainer(trl.GRPOTrainer):
     is any of our oracles (default: :func:`calgrpo_lib.run_oracle.build_oracle` of ``args.credit_config()``; none
     in credit mode ``sequence``, which asks no oracle). Every other argument is TRL's.
 
-    What is replaced: the ``advantages`` of the batch dict TRL's ``_generate_and_score_completions`` returns,
-    ``(B,)`` -> ``(B, T)`` (:meth:`apply_credit`), so that TRL's loss, clipping, aggregation and metrics run on
-    token credit. Nothing else of TRL's batch changes.
+    What is replaced: the ``advantages`` of the batch dict TRL's ``_generate_and_score_completions`` returns, ``(B,)``
+    -> ``(B, T)`` (:meth:`apply_credit`): TRL's loss, clipping and metrics run on token credit; nothing else changes.
     """
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: CALGRPOConfig | None = None, *more: Any,
@@ -188,6 +204,7 @@ class CALGRPOTrainer(trl.GRPOTrainer):
             oracle = build_oracle(self.credit_config)
         self.oracle = oracle
         self.local_totals: Counter[str] = Counter()  #: this process's own counters (completions, wrong, judged, ...)
+        self.last_batch: CreditBatch | None = None  #: this process's last batch, for inspection
 
     # ------------------------------------------------------------------------------------------ the seam
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor | Any]:
@@ -257,6 +274,8 @@ class CALGRPOTrainer(trl.GRPOTrainer):
         causes = {k: v for k, v in oracle_counts.items() if k.startswith("failures_")}
         times = (oracle_time, time.perf_counter() - t_start)
         self._log_credit(local, causes, times, float(oracle_counts.get("stopped", 0.0)))
+        self.last_batch = CreditBatch(ids, response_mask, texts, is_wrong, seq_adv.detach().cpu(), error_mask,
+                                      token_adv)
         return {**output, "advantages": token_adv.to(seq_adv.device)}
 
     def _log_credit(self, local: dict[str, float], causes: dict[str, float], times: tuple[float, float],
@@ -324,16 +343,9 @@ def trl_config(cal: CalConfig, *, num_processes: int = 1, report_to: str = "none
     """The :class:`CALGRPOConfig` of our config ``cal`` for ``num_processes`` processes (the mapping table in the
     module docstring). ``report_to``: TRL's loggers, comma-separated (``"none"``, ``"wandb"``, ...). A batch that
     does not split evenly over the processes and microbatches raises ``ValueError`` naming the fields."""
-    check_type("num_processes", num_processes, int)
     check_choice("vllm_mode", vllm_mode, ("colocate", "server"))
-    per_rank, rest = divmod(cal.prompts_per_step * cal.num_generations, num_processes)
-    if rest or not per_rank:
-        raise ValueError(f"prompts_per_step * num_generations = {cal.prompts_per_step} * {cal.num_generations} does "
-                         f"not split over {num_processes} processes; allowed: a multiple of {num_processes}")
-    micro = min(cal.microbatch_size, per_rank)
-    if per_rank % micro:
-        raise ValueError(f"microbatch_size={cal.microbatch_size} does not divide the {per_rank} completions of each "
-                         f"process (prompts_per_step * num_generations / {num_processes}); allowed: a divisor")
+    micro, accumulation = process_batch_split(cal.prompts_per_step, cal.num_generations, num_processes,
+                                              cal.microbatch_size)
     mu = cal.num_iterations
     cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and cal.device != "cpu"
     generation: dict[str, Any] | None = None
@@ -343,7 +355,7 @@ def trl_config(cal: CalConfig, *, num_processes: int = 1, report_to: str = "none
         output_dir=cal.output_dir, seed=cal.seed, max_steps=cal.max_steps * mu, logging_steps=1,
         save_strategy="steps", save_steps=(cal.save_every or cal.max_steps) * mu,
         report_to=[r.strip() for r in report_to.split(",") if r.strip()] or "none",
-        per_device_train_batch_size=micro, gradient_accumulation_steps=per_rank // micro,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
         num_generations=cal.num_generations, max_completion_length=cal.max_new_tokens,
         temperature=cal.temperature, top_p=cal.top_p, generation_kwargs=generation,
         learning_rate=cal.learning_rate, lr_scheduler_type=cal.lr_scheduler_type, weight_decay=cal.weight_decay,
@@ -352,7 +364,7 @@ def trl_config(cal: CalConfig, *, num_processes: int = 1, report_to: str = "none
         activation_checkpointing=cal.gradient_checkpointing, use_cpu=cal.device == "cpu",
         bf16=cal.dtype == "bfloat16" or (cal.dtype == "auto" and cuda_bf16), fp16=cal.dtype == "float16",
         model_init_kwargs={"dtype": cal.dtype} if cal.dtype != "auto" else None,
-        dataloader_pin_memory=cal.device != "cpu", use_vllm=use_vllm, vllm_mode=vllm_mode,
+        dataloader_pin_memory=cal.device != "cpu" and torch.cuda.is_available(), use_vllm=use_vllm, vllm_mode=vllm_mode,
         vllm_server_base_url=vllm_server_base_url, **{name: getattr(cal, name) for name in CAL_FIELDS})
 
 
@@ -367,3 +379,22 @@ def peft_config(cal: CalConfig) -> Any:
 
     return LoraConfig(task_type="CAUSAL_LM", r=cal.lora_r, lora_alpha=cal.lora_alpha, lora_dropout=cal.lora_dropout,
                       target_modules=parse_target_modules(cal.lora_target_modules))
+
+
+def trl_trainer(cal: CalConfig, model: Any, tokenizer: Any, *, args: CALGRPOConfig | None = None, oracle: Any = None,
+                callbacks: list[Any] | None = None, quiet: bool = False) -> CALGRPOTrainer:
+    """A :class:`CALGRPOTrainer` for ``cal``: ``args`` (default ``trl_config(cal)``), the task's training problems as
+    a :func:`problems_dataset`, :func:`reward_func` of ``cal``'s reward fields, :func:`peft_config`. ``model``: a
+    model, or a name or folder TRL loads; ``quiet``: without TRL's printed logs and progress bars (a notebook)."""
+    problems = load_problems(cal.task, "train", n=cal.train_size, seed=cal.seed, path=cal.data_path)
+    dataset = problems_dataset(problems, prompt_style=cal.prompt_style, tokenizer=tokenizer)
+    reward = reward_func(cal.reward_format, cal.answer_weight, cal.format_weight)
+    trainer = CALGRPOTrainer(model=model, reward_funcs=reward, args=args if args is not None else trl_config(cal),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(cal),
+                             callbacks=callbacks, oracle=oracle)
+    if quiet:
+        from transformers.utils.notebook import NotebookProgressCallback  # imports IPython: only when asked
+
+        for callback in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
+            trainer.remove_callback(callback)
+    return trainer

@@ -13,15 +13,17 @@ figure as an image (:func:`figure_png`) live here too. A group's advantages are 
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from .validation import check_float, check_int, check_type
+from .validation import check_choice, check_float, check_int, check_type
 
 __all__ = ["token_heatmap", "token_heatmap_html", "token_heatmap_figure", "token_matrix_figure", "credit_modes_figure",
-           "credit_color", "display_token", "as_list", "finite_numbers", "figure_png"]
+           "credit_browser", "noted_box", "WIDGET_NOTE", "credit_color", "text_color", "display_token", "as_list",
+           "finite_numbers", "figure_png"]
 
 _NEG_RGB = (202, 0, 32)  # end of the diverging scale for value = -vmax
 _POS_RGB = (5, 113, 176)  # end of the diverging scale for value = +vmax
@@ -84,6 +86,13 @@ def credit_color(value: float | None, vmax: float) -> tuple[int, int, int]:
     return tuple(round(255 + (c - 255) * a) for c in end)  # type: ignore[return-value]
 
 
+def text_color(rgb: tuple[int, int, int]) -> str:
+    """``"#ffffff"`` on a dark background (relative luminance ``0.299 r + 0.587 g + 0.114 b`` below 140 of 255),
+    else ``"#111111"``: token text stays readable on every colour of the scale."""
+    r, g, b = rgb
+    return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 140 else "#111111"
+
+
 def _checked_inputs(tokens: Any, values: Any, error_mask: Any) -> tuple[list[str], list, list[bool]]:
     toks = as_list("tokens", tokens)
     for i, t in enumerate(toks):
@@ -129,7 +138,8 @@ def token_heatmap_html(tokens: Sequence[str], values: Sequence[float | None] | A
         text = display_token(tok) if show_whitespace else tok
         outline = f"outline:2px solid {_ERROR_OUTLINE};outline-offset:-1px;" if err else ""
         tip = f"#{i} {tok!r}" + ("" if val is None else f" value={float(val):.4g}") + (" [error span]" if err else "")
-        style = (f"background:rgb{credit_color(val, scale)};{outline}padding:1px 1px;margin:1px 1px;"
+        rgb = credit_color(val, scale)
+        style = (f"background:rgb{rgb};color:{text_color(rgb)};{outline}padding:1px 1px;margin:1px 1px;"
                  "border-radius:2px;display:inline-block;white-space:pre")
         spans.append(f'<span class="calgrpo-token{" calgrpo-error" if err else ""}" title="{html.escape(tip)}" '
                      f'style="{style}">{html.escape(text)}</span>')
@@ -206,10 +216,12 @@ def token_heatmap_figure(tokens: Sequence[str], values: Sequence[float | None] |
         for i in row:
             label = display_token(toks[i])
             w = max(1, len(label))
-            face = tuple(c / 255 for c in credit_color(vals[i], scale))
+            rgb = credit_color(vals[i], scale)
+            face = tuple(c / 255 for c in rgb)
             edge, width = (_ERROR_OUTLINE, 2.2) if mask[i] else ("#bbbbbb", 0.5)
             ax.add_patch(Rectangle((x + 0.05, -r - 0.4), w - 0.1, 0.8, facecolor=face, edgecolor=edge, linewidth=width))
-            ax.text(x + w / 2, -r, label, ha="center", va="center", family="monospace", fontsize=9)
+            ax.text(x + w / 2, -r, label, ha="center", va="center", family="monospace", fontsize=9,
+                    color=text_color(rgb))
             x += w
     ax.set_xlim(-0.2, line_chars + 0.2)
     ax.set_ylim(-len(rows) + 0.45, 0.55)
@@ -278,6 +290,68 @@ def token_matrix_figure(values_by_name: dict[str, Any], *, response_mask: Any = 
         ax.axis("off")
     fig.colorbar(im, ax=axes[: len(mats)].tolist(), fraction=0.03, pad=0.01, label="token advantage")
     return fig
+
+
+#: what a widget's output says where the widget cannot be drawn (before its cell runs in JupyterLab, on GitHub,
+#: in nbconvert's HTML): a static figure of its starting state stands next to each widget of the notebooks
+WIDGET_NOTE = "(an interactive widget: run this cell in Jupyter to use it; the figure beside it shows where it starts)"
+
+
+@functools.cache
+def _noted(base: str) -> type:
+    import ipywidgets as widgets
+
+    return type(f"Noted{base}", (getattr(widgets, base),), {"__repr__": lambda self: WIDGET_NOTE})
+
+
+def noted_box(kind: str, children: Sequence[Any], **kwargs: Any) -> Any:
+    """An ``ipywidgets.HBox`` or ``VBox`` (``kind``) whose plain-text form is :data:`WIDGET_NOTE` instead of the
+    widget tree's repr (``HBox(children=(VBox(children=(FloatSlider(...``), which is what a renderer without the
+    widget shows."""
+    check_choice("kind", kind, ("HBox", "VBox"))
+    return _noted(kind)(list(children), **kwargs)
+
+
+def credit_browser(rows: Sequence[Sequence[str]], credit: dict[str, Any], *, response_mask: Any,
+                   error_mask: Any = None, labels: Sequence[str] | None = None, row: int = 0, mode: str | None = None):
+    """Browse a batch's token credit: a dropdown of responses and one of credit modes over the
+    :func:`token_heatmap_html` of the picked response in the picked mode, on one colour scale for all.
+
+    ``rows``: each response's token strings (its real tokens only, ``response_mask[i].sum()`` of them); ``credit``:
+    mode -> ``(N, T)`` token advantages; ``response_mask`` / ``error_mask``: ``(N, T)`` bool; ``labels``: one per
+    response (default ``response i``). Returns an ``ipywidgets.VBox`` whose ``children`` are ``(controls, heatmap)``;
+    ``controls.children`` are the two dropdowns and ``heatmap`` an ``ipywidgets.HTML`` (its ``value`` is the HTML).
+    """
+    import ipywidgets as widgets
+
+    check_type("credit", credit, dict)
+    if not credit:
+        raise ValueError("credit={} is empty; allowed: a dict of mode -> (N, T) token advantages")
+    names = [f"response {i}" for i in range(len(rows))] if labels is None else [str(x) for x in labels]
+    if len(names) != len(rows) or any(tuple(v.shape)[0] != len(rows) for v in credit.values()):
+        shapes = [tuple(v.shape) for v in credit.values()]
+        raise ValueError(f"{len(rows)} rows, {len(names)} labels, credit shapes {shapes}; allowed: one label and one "
+                         "credit row per response")
+    check_int("row", row, 0, len(rows) - 1)
+    mode = next(iter(credit)) if mode is None else mode
+    check_type("mode", mode, str)
+    if mode not in credit:
+        raise ValueError(f"mode={mode!r}; allowed: one of {list(credit)}")
+    scale = _auto_vmax([float(v) for adv in credit.values() for v in adv[response_mask].flatten().tolist()], None)
+    pick = widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=row, description="response")
+    chosen = widgets.Dropdown(options=list(credit), value=mode, description="credit")
+    heatmap = widgets.HTML()
+
+    def redraw(_: Any = None) -> None:
+        i, keep = pick.value, response_mask[pick.value]
+        errors = None if error_mask is None else error_mask[i][keep]
+        heatmap.value = token_heatmap_html(list(rows[i]), credit[chosen.value][i][keep], error_mask=errors,
+                                           vmax=scale, title=f"{names[i]}, {chosen.value}")
+
+    pick.observe(redraw, names="value")
+    chosen.observe(redraw, names="value")
+    redraw()
+    return noted_box("VBox", [widgets.HBox([pick, chosen], layout=widgets.Layout(flex_flow="row wrap")), heatmap])
 
 
 def credit_modes_figure(tokens: Sequence[str], values_by_mode: dict[str, Any], *, error_mask: Any = None,

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from calgrpo_lib.cli import build_parser, config_from_args, main
-from calgrpo_lib.config import CREDIT_MODE_CHOICES, PRESETS, GRPOConfig, lr_at_step, preset
+from calgrpo_lib.config import CREDIT_MODE_CHOICES, PRESETS, GRPOConfig, lr_at_step, preset, process_batch_split
 from calgrpo_lib.credit import CREDIT_MODES
 
 
@@ -137,3 +137,16 @@ def test_the_cli_reports_the_oracle_faults_of_a_run(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "oracle: 9 calls, 2 cache hits, 3 retries, 4 fallbacks; failures {'http_503': 3, 'deadline': 1}" in out
     assert "'quote_numbers_differ': 1" in out and "stopped: quota_exhausted" in out
+
+
+def test_process_batch_split_divides_a_step_over_processes_and_microbatches():
+    assert process_batch_split(16, 8, 1, 64) == (64, 2)  # the tiny preset alone: 2 microbatches of 64
+    assert process_batch_split(16, 8, 2, 64) == (64, 1)
+    assert process_batch_split(16, 8, 8, 64) == (16, 1)  # a process's share caps the microbatch
+    assert process_batch_split(7, 8, 7, 4) == (4, 2)
+    with pytest.raises(ValueError, match="16 \\* 8 does not split over 7 processes"):
+        process_batch_split(16, 8, 7, 16)
+    with pytest.raises(ValueError, match="microbatch_size=6 does not divide the 16 completions"):
+        process_batch_split(16, 8, 8, 6)
+    with pytest.raises(ValueError, match="num_processes"):
+        process_batch_split(16, 8, 0, 16)

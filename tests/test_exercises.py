@@ -18,6 +18,28 @@ def _cascade(checker, judge):  # the "earlier" rule, written from the cascade's 
         return -1 if judge is None else judge
     return judge if judge is not None and 0 <= judge < checker else checker
 
+def _prefix(a, m, e, w):  # prefix credit, written from credit.py's docstring
+    first = torch.where(e.any(1), e.float().argmax(1), torch.full_like(a, m.shape[1], dtype=torch.long))  # (N,)
+    before = torch.arange(m.shape[1])[None, :] < first[:, None]  # (N, T)
+    spanned = (w & e.any(1))[:, None]  # (N, 1)
+    split = torch.where(before, a.clamp(min=0)[:, None], a.clamp(max=0)[:, None])  # (N, T)
+    return torch.where(spanned, split, a[:, None]) * m
+
+
+def _weights(mask, loss_type, max_len):  # the loss weights, written from the formulas
+    m = mask.float()
+    if loss_type == "grpo":
+        return m / (m.shape[0] * m.sum(1, keepdim=True).clamp(min=1))
+    if loss_type == "bnpo":
+        return m / m.sum().clamp(min=1)
+    return m / (m.shape[0] * max_len)
+
+
+def _split(prompts, g, processes, micro):
+    share = prompts * g // processes
+    return min(micro, share), share // min(micro, share)
+
+
 LIBRARY = {  # the library's own functions, wrapped to the exercise signatures: they must pass
     "group_advantages": lambda r: group_advantages(r, r.shape[1]),
     "rloo": lambda r: rloo_advantages(r, r.shape[1]),
@@ -27,6 +49,13 @@ LIBRARY = {  # the library's own functions, wrapped to the exercise signatures: 
     "uniform_control": lambda a, m, e, w, lam: token_advantages(a, m, e, w, "uniform", lam=lam)[0],
     "curve_auc": lambda steps, accs: sum((k1 - k0) * (a0 + a1) / 2 for k0, k1, a0, a1 in zip(
         steps, steps[1:], accs, accs[1:])) / (steps[-1] - steps[0]),
+    "span_to_token_mask": lambda offsets, start, end: [s < end and e > start and e > s for s, e in offsets],
+    "piece_offsets": lambda pieces: [(len("".join(pieces[:i])), len("".join(pieces[:i + 1])))
+                                     for i in range(len(pieces))],
+    "prefix_credit": _prefix,
+    "loss_weights": _weights,
+    "batch_split": _split,
+    "pooled_hit_rate": lambda mapped, quotes: sum(mapped) / sum(quotes) if sum(quotes) else 0.0,
 }
 
 
@@ -61,6 +90,26 @@ def test_every_exercise_has_a_passing_library_answer(capsys):
     ("curve_auc", lambda steps, accs: sum(accs) / len(accs), "got"),  # unweighted mean of the evaluations
     ("curve_auc", lambda steps, accs: sum((k1 - k0) * (a0 + a1) / 2 for k0, k1, a0, a1 in zip(
         steps, steps[1:], accs, accs[1:])), "got"),  # an area, not divided by the span
+    ("span_to_token_mask", lambda offsets, start, end: [start <= s and e <= end and e > s for s, e in offsets],
+     "got"),  # only tokens wholly inside
+    ("span_to_token_mask", lambda offsets, start, end: [s < end and e > start for s, e in offsets],
+     "got"),  # an empty (special) token inside the span enters the mask
+    ("piece_offsets", lambda pieces: [(i, i + 1) for i in range(len(pieces))], "got"),  # token numbers, not chars
+    ("piece_offsets", lambda pieces: [(len("".join(pieces[:i])), len("".join(pieces[:i + 1])))
+                                      for i in range(len(pieces)) if pieces[i]], "items"),  # special tokens dropped
+    ("prefix_credit", lambda a, m, e, w: _prefix(a.clamp(max=0), m, e, w) * (w & e.any(1))[:, None]
+     + a[:, None] * m * ~(w & e.any(1))[:, None], "values differ"),  # a positive A_i of a wrong answer lost
+    ("prefix_credit", lambda a, m, e, w: torch.where(e & w[:, None], a[:, None], a.clamp(min=0)[:, None]) * m,
+     "values differ"),  # only the span itself punished, not what follows it
+    ("loss_weights", lambda mask, loss_type, max_len: mask.float() / mask.float().sum().clamp(min=1),
+     "values differ"),  # every loss type as bnpo
+    ("loss_weights", lambda mask, loss_type, max_len: _weights(mask, loss_type, max_len) if loss_type != "grpo" else
+     mask.float() / (mask.shape[0] * mask.float().sum(1, keepdim=True)), "values differ"),  # 0/0 on an empty answer
+    ("batch_split", lambda prompts, g, processes, micro: (micro, prompts * g // processes // micro), "got"),  # no cap
+    ("batch_split", lambda prompts, g, processes, micro: _split(prompts, g, 1, micro), "got"),  # processes ignored
+    ("pooled_hit_rate", lambda mapped, quotes: sum(m / q for m, q in zip(mapped, quotes) if q) / len(quotes),
+     "got"),  # the mean of per-process rates
+    ("pooled_hit_rate", lambda mapped, quotes: sum(mapped) / sum(quotes), "raised ZeroDivisionError"),
 ])
 def test_wrong_answers_fail_with_a_hint(capsys, name, wrong, message):
     assert check_exercise(name, wrong) is False

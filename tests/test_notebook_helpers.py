@@ -30,9 +30,13 @@ def test_fresh_run_dir_removes_runs_only(tmp_path):
     (run / "metrics.jsonl").write_text("{}\n")
     assert fresh_run_dir(run) == str(run) and not run.exists()
     assert fresh_run_dir(tmp_path / "new") == str(tmp_path / "new")
+    trl_run = tmp_path / "trl"  # the trl engine's folder: TRL's checkpoint-N/
+    (trl_run / "checkpoint-50").mkdir(parents=True)
+    assert fresh_run_dir(trl_run) == str(trl_run) and not trl_run.exists()
     other = tmp_path / "notes"
     other.mkdir()
     (other / "paper.txt").write_text("keep me")
+    (other / "checkpoint-1.txt").write_text("a file, not TRL's checkpoint folder")
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         fresh_run_dir(other)
     assert (other / "paper.txt").exists()

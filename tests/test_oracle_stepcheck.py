@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from calgrpo_lib.arithmetic import corrupt_problems, corrupt_solution
 from calgrpo_lib.claims import find_claims
 from calgrpo_lib.data import find_data_dir, load_gsm8k, oracle_problems
-from calgrpo_lib.oracle import JudgeItem, StepCheckOracle, check_solution, localization_report
+from calgrpo_lib.oracle import (
+    MISTAKE_KINDS,
+    JudgeItem,
+    StepCheckOracle,
+    check_solution,
+    error_line,
+    first_error_kind,
+    localization_report,
+)
 from calgrpo_lib.steps import split_steps
 from calgrpo_lib.tasks import generate_problems
 
@@ -139,3 +147,22 @@ def test_the_checker_never_crashes_and_quotes_exactly(question: str, response: s
     assert v.status in ("ok", "no_error", "unlocalized")
     if v.status == "ok":
         assert response[v.span[0]:v.span[1]] == v.quote
+
+
+def test_first_error_kind_sorts_answers_by_their_first_mistake():
+    question = "Ava has 48 apples. Ava buys 4 apples. How many apples does Ava have now?"
+    reference = "48 + 4 = <<48+4=52>>52\n#### 52"
+    answers = {"right": reference,
+               "forgotten carry": "48 + 4 = <<48+4=42>>42\n#### 42",  # the carry into the tens left out
+               "arithmetic": "48 + 4 = <<48+4=53>>53\n#### 53",  # off by one: not a forgotten carry
+               "unknown_number": "48 + 37 = <<48+37=85>>85\n#### 85",  # 37 is not in the question
+               "final_answer": "48 + 4 = <<48+4=52>>52\n#### 50",
+               "no error found": "48 - 4 = <<48-4=44>>44\n#### 44"}  # the wrong operation, right arithmetic
+    assert set(answers) == set(MISTAKE_KINDS)
+    for kind, answer in answers.items():
+        assert first_error_kind(question, reference, 52.0, answer) == kind, kind
+    assert error_line(question, reference, answers["forgotten carry"]) == "carrying line: two-digit sum"
+    assert error_line(question, reference, answers["no error found"]) == "no line found"
+    small = "Ava has 12 apples. Ava buys 3 apples. How many apples does Ava have now?"
+    assert error_line(small, "12 + 3 = <<12+3=15>>15\n#### 15", "12 + 3 = <<12+3=16>>16\n#### 16") == (
+        "line without carry: +")

@@ -33,6 +33,8 @@ from calgrpo_lib.trl_engine import (  # noqa: E402
     CALGRPOTrainer,
     problems_dataset,
     reward_func,
+    trl_config,
+    trl_trainer,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +210,9 @@ def test_the_loss_receives_token_advantages_of_the_mode(mode: str, tmp_path: Pat
     expected, stats = token_advantages(gen["advantages"], mask, error_mask, is_wrong, mode, negative_reward=-1.0,
                                        lam=0.5)  # (B, T)
     assert stats.num_error_tokens > 0  # the test means something: spans were found and used
+    last = trainer.last_batch  # what the trainer keeps of its last batch, for inspection
+    assert last.texts == texts and torch.equal(last.token_advantages, expected) and torch.equal(last.is_wrong, is_wrong)
+    assert torch.equal(last.error_mask, error_mask) and torch.equal(last.advantages, gen["advantages"])
 
     # TRL shuffles the batch before the loss: match rows by their prompt and completion ids
     got = received[0]
@@ -224,6 +229,25 @@ def test_the_loss_receives_token_advantages_of_the_mode(mode: str, tmp_path: Pat
     assert logged["cal/error_tokens"] == stats.num_error_tokens
     assert logged["cal/wrong"] == len(wrong) and logged["cal/fallbacks"] == stats.num_fallback
     assert 0 < logged["cal/span_hit_rate"] <= 1 and logged["cal/oracle_failures"] == 0
+
+
+def test_trl_trainer_builds_the_run_of_our_config(tmp_path: Path, policy: tuple[Any, Any]) -> None:
+    from transformers import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    from calgrpo_lib.config import preset
+
+    cal = preset("tiny", output_dir=str(tmp_path / "run"), train_size=12, prompts_per_step=2, num_generations=4,
+                 microbatch_size=4, credit_mode="prefix", lam=0.25)
+    args = trl_config(cal)
+    args.disable_tqdm = True  # TRL would then print its logs: quiet removes that printer
+    trainer = trl_trainer(cal, copy.deepcopy(policy[0]), policy[1], args=args, quiet=True)
+    kinds = {type(c) for c in trainer.callback_handler.callbacks}
+    assert not kinds & {PrinterCallback, ProgressCallback, NotebookProgressCallback}
+    assert len(trainer.train_dataset) == 12 and trainer.train_dataset[0]["question"]
+    assert trainer.args.credit_mode == "prefix" and trainer.args.lam == 0.25
+    assert (trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps) == (4, 2)
+    assert isinstance(trainer.oracle, StepCheckOracle) and trainer.last_batch is None
 
 
 # ------------------------------------------------------------------------------------------- LoRA, faults

@@ -10,8 +10,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from calgrpo_lib.viz import (  # noqa: E402
+    WIDGET_NOTE,
+    credit_browser,
     credit_color,
     display_token,
+    text_color,
     token_heatmap,
     token_heatmap_figure,
     token_heatmap_html,
@@ -91,3 +94,31 @@ def test_matrix_figure_has_one_panel_per_mode_and_greys_padding() -> None:
         token_matrix_figure({"a": values}, response_mask=torch.ones(3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="empty"):
         token_matrix_figure({})
+
+
+def test_token_text_is_light_on_dark_colours_and_dark_on_light_ones() -> None:
+    assert text_color(credit_color(-1.0, 1.0)) == text_color(credit_color(1.0, 1.0)) == "#ffffff"  # full red, blue
+    assert text_color(credit_color(0.0, 1.0)) == text_color(credit_color(None, 1.0)) == "#111111"  # white, grey
+    html = token_heatmap_html(TOKENS, VALUES, error_mask=ERROR)
+    assert html.count("color:#ffffff") == 1 and html.count("color:#111111") == len(TOKENS) - 1  # only -1.0 is dark
+    fig = token_heatmap_figure(TOKENS, VALUES, error_mask=ERROR)
+    assert [t.get_color() for t in fig.axes[0].texts].count("#ffffff") == 1
+
+
+def test_credit_browser_redraws_the_picked_response_and_mode() -> None:
+    mask = torch.tensor([[True, True, False], [True, True, True]])  # (2, 3)
+    errors = torch.tensor([[False, False, False], [False, True, False]])
+    credit = {"sequence": torch.tensor([[0.5, 0.5, 0.0], [-0.5, -0.5, -0.5]]),
+              "cal_hybrid": torch.tensor([[0.5, 0.5, 0.0], [-0.5, -1.0, -0.5]])}
+    browser = credit_browser([["a", "b"], ["x", "y", "z"]], credit, response_mask=mask, error_mask=errors,
+                             labels=["right", "wrong"], row=1, mode="cal_hybrid")
+    assert repr(browser) == WIDGET_NOTE and browser._repr_mimebundle_()["text/plain"] == WIDGET_NOTE  # no widget tree
+    (pick, mode), heatmap = browser.children[0].children, browser.children[1]
+    first = heatmap.value
+    assert "wrong, cal_hybrid" in first and first.count("calgrpo-error") == 1 and first.count("calgrpo-token") == 3
+    mode.value = "sequence"
+    assert heatmap.value != first and "wrong, sequence" in heatmap.value and "value=-1" not in heatmap.value
+    pick.value = 0
+    assert "right, sequence" in heatmap.value and heatmap.value.count("calgrpo-token") == 2  # padding left out
+    with pytest.raises(ValueError, match="mode='prefix'; allowed"):
+        credit_browser([["a", "b"], ["x", "y", "z"]], credit, response_mask=mask, mode="prefix")

@@ -6,7 +6,7 @@ import torch
 
 from calgrpo_lib.advantage_plots import advantage_bars, advantage_widget, aggregation_bars
 from calgrpo_lib.tables import format_table
-from calgrpo_lib.viz import credit_modes_figure
+from calgrpo_lib.viz import WIDGET_NOTE, credit_modes_figure
 
 
 def test_format_table_by_hand():
@@ -48,6 +48,10 @@ def test_advantage_widget_recomputes_on_change():
     sliders[1].value = 1.0
     assert readout.value == "<code>A = [+0.500, +0.500, -0.500, -0.500]</code>"
     assert image.value != first_png and image.value[:4] == b"\x89PNG"
+    # the layout: the controls keep a fixed column wider than their sliders, the figure wraps below when too narrow
+    assert widget.layout.flex_flow == "row wrap" and controls.layout.min_width == "360px"
+    assert repr(widget) == WIDGET_NOTE  # a renderer without the widget shows this, not the widget tree
+    assert all(c.layout.width == "340px" for c in (*sliders, use_std, std, eps)) and image.layout.max_width == "100%"
     with pytest.raises(ValueError, match="len\\(rewards\\)=1"):
         advantage_widget([1.0])
 

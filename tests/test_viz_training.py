@@ -3,7 +3,7 @@
 import pytest
 from matplotlib.figure import Figure
 
-from calgrpo_lib.curves import TRAINING_CURVE_LABELS, TrainingPlot, training_curves
+from calgrpo_lib.curves import TRAINING_CURVE_LABELS, TrainingPlot, metric_curves, training_curves
 
 
 def _train(step: int) -> dict:
@@ -37,6 +37,21 @@ def test_training_curves_splits_metrics_jsonl_records_by_kind():
     assert lines[TRAINING_CURVE_LABELS["eval"]][0] == [0, 2]
     assert TRAINING_CURVE_LABELS["reward_smooth"] not in lines  # smooth=1: no moving average
     assert isinstance(training_curves([], []), Figure)  # nothing yet: empty panels
+
+
+def test_metric_curves_draws_one_panel_per_key_by_step():
+    log = [{"step": 2, "reward": 0.4, "cal/error_tokens": 9.0}, {"step": 1, "reward": 0.2},  # TRL's log_history
+           {"train_runtime": 3.0}, {"step": 3, "reward": 0.6, "cal/error_tokens": 7.0}]
+    fig = metric_curves(log, ["reward", "cal/error_tokens"], labels={"reward": "mean reward"}, smooth=2)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["mean reward", "cal/error_tokens"]
+    raw, smooth = shown[0].get_lines()
+    assert list(raw.get_xdata()) == [1, 2, 3] and list(raw.get_ydata()) == pytest.approx([0.2, 0.4, 0.6])
+    assert list(smooth.get_ydata()) == pytest.approx([0.2, 0.3, 0.5])
+    assert list(shown[1].get_lines()[0].get_xdata()) == [2, 3]  # records without the key are skipped
+    assert len(metric_curves(log, ["reward"] * 4, ncols=3).axes) == 6  # 2 rows of 3, two hidden
+    with pytest.raises(ValueError, match="'entropy'.*allowed: keys of the records"):
+        metric_curves(log, ["reward", "entropy"])
 
 
 def test_training_curves_names_a_missing_key():

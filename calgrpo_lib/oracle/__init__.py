@@ -87,14 +87,23 @@ from .prompt import TEMPLATE_VERSION, FewShot, OraclePrompt, PromptedOracle, bui
 from .remote import Secret, classify_http, is_daily_quota, redact, resolve_api_key, retry_after_s
 from .runner import FALLBACKS, BackendError, Oracle, OracleConfig, QuotaExhausted
 from .stats import OracleStats
-from .stepcheck import FakeOracle, StepCheckOracle, StepError, check_solution
+from .stepcheck import (
+    MISTAKE_KINDS,
+    FakeOracle,
+    StepCheckOracle,
+    StepError,
+    check_solution,
+    error_line,
+    first_error_kind,
+)
 from .verdict import REPLY_SCHEMA, STATUSES, JudgeItem, Reply, ReplyError, Verdict, localize, parse_reply, reply_json
 
 __all__ = [
     "BACKENDS", "make_oracle", "CascadeOracle", "CASCADE_RULES", "combine_verdicts", "PRMOracle", "PRM_INTERFACES",
     "Oracle", "OracleConfig", "FALLBACKS", "Verdict", "JudgeItem", "STATUSES",
     "OracleStats", "ReplyCache",
-    "cache_key", "StepCheckOracle", "StepError", "check_solution", "GeminiOracle", "DEFAULT_GEMINI_MODEL",
+    "cache_key", "StepCheckOracle", "StepError", "check_solution", "MISTAKE_KINDS", "first_error_kind", "error_line",
+    "GeminiOracle", "DEFAULT_GEMINI_MODEL",
     "HOW_TO_ENABLE", "client_library", "gemini_key", "LocalJudgeOracle", "OpenAICompatibleOracle", "FakeOracle",
     "PromptedOracle", "BackendError", "QuotaExhausted", "classify_http", "is_daily_quota", "TEMPLATE_VERSION",
     "FewShot", "OraclePrompt", "build_prompt", "load_fewshot", "prompt_version", "REPLY_SCHEMA", "Reply",

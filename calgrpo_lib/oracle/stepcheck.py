@@ -22,6 +22,9 @@ alarms: on the 1,319 GSM8K test references reworded as prose (:mod:`calgrpo_lib.
 verdict (``bench/prose_checker.py``). ``prose`` is part of the ``prompt_version``, so cached verdicts of the two
 readers never mix.
 
+:func:`first_error_kind` sorts a policy's answer by its first error (the mistakes notebook 04 and
+``bench/first_errors.py`` count before and after training), :func:`error_line` says on what kind of line it sits.
+
 It cannot see a wrong choice of operation with right arithmetic on stated numbers, or reasoning with no
 arithmetic it can read; it then answers "no error" (which validation turns into ``unlocalized`` when the final
 answer is wrong).
@@ -40,21 +43,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arithmetic import close_enough, parse_value
+from ..arithmetic import apply_op, carry_kind, close_enough, forgotten_carry_shift, parse_value
 from ..claims import Claim, Number, find_claims
 from ..grounding import CONSTANTS, NumberPool, stated_numbers
 from ..prose_claims import find_prose_claims
-from ..rewards import extract_answer, parse_number
+from ..rewards import extract_answer, is_correct, parse_number
 from ..steps import Step, split_steps
 from ..validation import check_type
 from .cache import ReplyCache
 from .runner import Oracle, OracleConfig
 from .verdict import JudgeItem, reply_json
 
-__all__ = ["StepCheckOracle", "StepError", "check_solution", "step_claims", "FakeOracle", "PROSE_DEFAULT"]
+__all__ = ["StepCheckOracle", "StepError", "check_solution", "step_claims", "FakeOracle", "PROSE_DEFAULT",
+           "MISTAKE_KINDS", "first_error_kind", "error_line"]
 
 _FINAL = re.compile(r"^####\s*(\S.*?)\s*$")
 PROSE_DEFAULT = True  #: whether the checker reads arithmetic stated in words by default (see the module docstring)
+
+
+#: what :func:`first_error_kind` tells apart: a right answer; a first error that is a forgotten carry or borrow (the
+#: tiny policy's trained-in misconception, ``arithmetic.forgotten_carry_shift``); another arithmetic error; a number
+#: from nowhere; a wrong final line; no error found (a wrong plan with right arithmetic)
+MISTAKE_KINDS = ("right", "forgotten carry", "arithmetic", "unknown_number", "final_answer", "no error found")
+_ADD_SUB_CLAIM = re.compile(r"<<(\d+)([-+])(\d+)=(\d+)>>")
+_CLAIM_LHS = re.compile(r"<<(\d+)([-+*/])(\d+)=")
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,37 @@ def step_claims(text: str, offset: int = 0, *, prose: bool = PROSE_DEFAULT) -> l
         claims += [p for p in find_prose_claims(text, offset)
                    if not any(p.start < c.end and c.start < p.end for c in claims)]
     return sorted(claims, key=lambda c: c.start)
+
+
+def first_error_kind(question: str, reference: str, final: float, response: str) -> str:
+    """One of :data:`MISTAKE_KINDS` for ``response``: ``"right"`` when its final answer is ``final``, else the kind
+    of the first error :func:`check_solution` finds, with an addition or subtraction whose result is off by exactly
+    a forgotten carry or borrow told apart as ``"forgotten carry"``."""
+    if is_correct(response, final):
+        return "right"
+    error = check_solution(question, reference, response)
+    if error is None:
+        return "no error found"
+    m = _ADD_SUB_CLAIM.search(response[error.start:error.end]) if error.kind == "arithmetic" else None
+    if m:
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        shift = forgotten_carry_shift(a, op, b)
+        if shift and c == apply_op(a, op, b) + shift:
+            return "forgotten carry"
+    return error.kind
+
+
+def error_line(question: str, reference: str, response: str) -> str:
+    """Where the first error of ``response`` sits: ``"carrying line: <kind>"`` for a calculation that carries or
+    borrows (``arithmetic.carry_kind``), ``"line without carry: <op>"`` otherwise, ``"no line found"`` when the
+    error is not in a calculator annotation (or there is none)."""
+    error = check_solution(question, reference, response)
+    m = _CLAIM_LHS.search(response[error.start:error.end]) if error else None
+    if m is None:
+        return "no line found"
+    a, op, b = int(m[1]), m[2], int(m[3])
+    kind = carry_kind(a, op, b)
+    return f"carrying line: {kind}" if kind else f"line without carry: {op}"
 
 
 def check_solution(question: str, reference: str, response: str, *, reference_numbers: bool = True,
