@@ -334,9 +334,7 @@ def credit_browser(rows: Sequence[Sequence[str]], credit: dict[str, Any], *, res
                          "credit row per response")
     check_int("row", row, 0, len(rows) - 1)
     mode = next(iter(credit)) if mode is None else mode
-    check_type("mode", mode, str)
-    if mode not in credit:
-        raise ValueError(f"mode={mode!r}; allowed: one of {list(credit)}")
+    check_choice("mode", mode, credit)
     scale = _auto_vmax([float(v) for adv in credit.values() for v in adv[response_mask].flatten().tolist()], None)
     pick = widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=row, description="response")
     chosen = widgets.Dropdown(options=list(credit), value=mode, description="credit")

@@ -120,5 +120,5 @@ def test_credit_browser_redraws_the_picked_response_and_mode() -> None:
     assert heatmap.value != first and "wrong, sequence" in heatmap.value and "value=-1" not in heatmap.value
     pick.value = 0
     assert "right, sequence" in heatmap.value and heatmap.value.count("calgrpo-token") == 2  # padding left out
-    with pytest.raises(ValueError, match="mode='prefix'; allowed"):
+    with pytest.raises(ValueError, match="mode='prefix' is not allowed; allowed: 'sequence', 'cal_hybrid'"):
         credit_browser([["a", "b"], ["x", "y", "z"]], credit, response_mask=mask, mode="prefix")
