@@ -128,14 +128,16 @@ def _mib(n: int | None) -> str:
 
 def pool_rounds(rounds: list[dict[str, dict[str, Any]]], warmup: int) -> dict[str, dict[str, Any]]:
     """One result per trainer from its rounds: the timed steps of every round together (their median, min, max),
-    the largest peak memory, the mean CAL metrics, and the per-round medians (``round_medians_s``)."""
+    the largest peak memory, the mean CAL metrics, and the per-round medians (``round_medians_s``); each round's own
+    ``step_times`` stay in its round (the JSON's ``rounds``)."""
     pooled = {}
     for name in WORKERS:
         runs = [r[name] for r in rounds]
         timed = [t for r in runs for t in r["step_times"][warmup:]]
         metrics = {k: statistics.fmean(r["cal_metrics"][k] for r in runs) for k in runs[0]["cal_metrics"]}
         lengths = [r["completion_len"] for r in runs if r["completion_len"] is not None]
-        pooled[name] = {**runs[0], "median_s": statistics.median(timed), "min_s": min(timed), "max_s": max(timed),
+        first = {k: v for k, v in runs[0].items() if k != "step_times"}  # setup facts (device, params), not times
+        pooled[name] = {**first, "median_s": statistics.median(timed), "min_s": min(timed), "max_s": max(timed),
                         "round_medians_s": [r["median_s"] for r in runs], "cal_metrics": metrics,
                         "peak_rss_growth_bytes": max(r["peak_rss_growth_bytes"] for r in runs),
                         "peak_cuda_bytes": max((r["peak_cuda_bytes"] or 0) for r in runs) or None,
