@@ -26,8 +26,13 @@ lab: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The suite runs on up to TEST_WORKERS pytest-xdist workers (one per core); `--dist loadscope` keeps each test module
+# and each notebook's cells on one worker (a notebook's cells share one kernel), and OMP_NUM_THREADS=1 gives each
+# worker one torch thread, so the workers share the cores instead of fighting over them.
+TEST_WORKERS ?= 4
 test: setup lint
-	CALGRPO_DATA_DIR=$(DATA_DIR) MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks --nbval-lax -q
+	CALGRPO_DATA_DIR=$(DATA_DIR) MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -q \
+		-n auto --maxprocesses $(TEST_WORKERS) --dist loadscope
 
 train: setup
 	$(BIN)/python -m calgrpo_lib train --preset tiny

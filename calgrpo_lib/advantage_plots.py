@@ -75,8 +75,9 @@ def advantage_widget(rewards: Sequence[float] = (1.0, 0.0, 0.0, 0.0), *, eps: fl
     """Sliders for each group member's reward, a std on/off switch, the std convention and ``eps``.
 
     Every change recomputes :func:`calgrpo_lib.advantages.group_advantages` and redraws :func:`advantage_bars`
-    (as a PNG in an ``ipywidgets.Image``) and a one-line readout. Returns the widget box; its ``children`` are
-    ``(controls, image)``, the controls being the sliders, the switch, the dropdown, the eps slider, the readout.
+    (as a PNG in an ``ipywidgets.Image``) and a one-line readout. Returns the widget box (:func:`noted_box`, shown
+    with a static image of its starting state); its ``children`` begin ``(controls, image)``, the controls being the
+    sliders, the switch, the dropdown, the eps slider, the readout.
     """
     import ipywidgets as widgets
     import torch
@@ -113,8 +114,8 @@ def advantage_widget(rewards: Sequence[float] = (1.0, 0.0, 0.0, 0.0), *, eps: fl
                             layout=widgets.Layout(flex="0 0 360px", min_width="360px"))
     image.layout = widgets.Layout(flex="1 1 480px", min_width="0", max_width="100%", height="auto",
                                   object_fit="contain")
-    return noted_box("HBox", [controls, image], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start",
-                                                                      width="100%"))
+    return noted_box("HBox", [controls, image], static_png=image.value,
+                     layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start", width="100%"))
 
 
 def aggregation_bars(mask: Any, *, max_completion_length: int, loss_types: Sequence[str] = ("grpo", "bnpo", "dr_grpo"),

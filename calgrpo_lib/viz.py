@@ -22,8 +22,8 @@ from typing import Any
 from .validation import check_choice, check_float, check_int, check_type
 
 __all__ = ["token_heatmap", "token_heatmap_html", "token_heatmap_figure", "token_matrix_figure", "credit_modes_figure",
-           "credit_browser", "noted_box", "WIDGET_NOTE", "credit_color", "text_color", "display_token", "as_list",
-           "finite_numbers", "figure_png"]
+           "credit_browser", "noted_box", "WIDGET_NOTE", "STATIC_CLASS", "credit_color", "text_color", "display_token",
+           "as_list", "finite_numbers", "figure_png"]
 
 _NEG_RGB = (202, 0, 32)  # end of the diverging scale for value = -vmax
 _POS_RGB = (5, 113, 176)  # end of the diverging scale for value = +vmax
@@ -293,23 +293,63 @@ def token_matrix_figure(values_by_name: dict[str, Any], *, response_mask: Any = 
 
 
 #: what a widget's output says where the widget cannot be drawn (before its cell runs in JupyterLab, on GitHub,
-#: in nbconvert's HTML): a static figure of its starting state stands next to each widget of the notebooks
-WIDGET_NOTE = "(an interactive widget: run this cell in Jupyter to use it; the figure beside it shows where it starts)"
+#: in nbconvert's HTML): the image displayed just before it shows the widget's starting state
+WIDGET_NOTE = "(an interactive widget: run this cell in Jupyter to use it; the image above shows where it starts)"
+#: the CSS class of a noted box that displays a static image of its starting state
+STATIC_CLASS = "calgrpo-widget-static"
+# Once such a box is drawn (JupyterLab, Notebook 7: the same output-area classes), the output just before its own,
+# which is its static image, is hidden; where the widget is not drawn the rule matches nothing and the image stays.
+_HIDE_STATIC = (f"<style>.jp-OutputArea-child:has(+ .jp-OutputArea-child .{STATIC_CLASS}) {{display: none;}}"
+                "</style>")
+
+
+def _display_noted(box: Any) -> None:
+    """IPython's display hook of a noted box: its static image (when it has one), then the widget itself."""
+    import base64
+
+    from IPython.display import display
+
+    if box.static_png is not None:
+        display({"image/png": base64.b64encode(box.static_png).decode("ascii"),
+                 "text/plain": "(the starting state of the widget below)"}, raw=True)
+    display(box._repr_mimebundle_(), raw=True)
 
 
 @functools.cache
 def _noted(base: str) -> type:
     import ipywidgets as widgets
 
-    return type(f"Noted{base}", (getattr(widgets, base),), {"__repr__": lambda self: WIDGET_NOTE})
+    return type(f"Noted{base}", (getattr(widgets, base),), {"__repr__": lambda self: WIDGET_NOTE, "static_png": None,
+                                                            "_ipython_display_": _display_noted})
 
 
-def noted_box(kind: str, children: Sequence[Any], **kwargs: Any) -> Any:
+def noted_box(kind: str, children: Sequence[Any], *, static_png: bytes | memoryview | None = None,
+              **kwargs: Any) -> Any:
     """An ``ipywidgets.HBox`` or ``VBox`` (``kind``) whose plain-text form is :data:`WIDGET_NOTE` instead of the
     widget tree's repr (``HBox(children=(VBox(children=(FloatSlider(...``), which is what a renderer without the
-    widget shows."""
+    widget shows.
+
+    ``static_png``: a PNG of the widget's starting state. Displaying the box then displays that image first, as its
+    own output, so GitHub, nbconvert's HTML and a notebook opened without a kernel show a picture where the widget
+    is; once JupyterLab draws the widget, a style in its last child (a hidden ``ipywidgets.HTML``) hides the image.
+    The box carries the CSS class :data:`STATIC_CLASS`.
+    """
+    import ipywidgets as widgets
+
     check_choice("kind", kind, ("HBox", "VBox"))
-    return _noted(kind)(list(children), **kwargs)
+    if isinstance(static_png, bytearray | memoryview):  # an ipywidgets.Image's value is a memoryview
+        static_png = bytes(static_png)
+    if static_png is not None and not (isinstance(static_png, bytes) and static_png.startswith(b"\x89PNG")):
+        raise ValueError(f"static_png is {type(static_png).__name__} {str(static_png)[:20]!r}; allowed: the bytes of a "
+                         "PNG image (figure_png) or None")
+    children = list(children)
+    if static_png is not None:
+        children.append(widgets.HTML(_HIDE_STATIC, layout=widgets.Layout(display="none")))
+    box = _noted(kind)(children, **kwargs)
+    box.static_png = static_png
+    if static_png is not None:
+        box.add_class(STATIC_CLASS)
+    return box
 
 
 def credit_browser(rows: Sequence[Sequence[str]], credit: dict[str, Any], *, response_mask: Any,
@@ -319,7 +359,8 @@ def credit_browser(rows: Sequence[Sequence[str]], credit: dict[str, Any], *, res
 
     ``rows``: each response's token strings (its real tokens only, ``response_mask[i].sum()`` of them); ``credit``:
     mode -> ``(N, T)`` token advantages; ``response_mask`` / ``error_mask``: ``(N, T)`` bool; ``labels``: one per
-    response (default ``response i``). Returns an ``ipywidgets.VBox`` whose ``children`` are ``(controls, heatmap)``;
+    response (default ``response i``). Returns an ``ipywidgets.VBox`` (:func:`noted_box`, shown with a static image
+    of its starting state) whose ``children`` begin ``(controls, heatmap)``;
     ``controls.children`` are the two dropdowns and ``heatmap`` an ``ipywidgets.HTML`` (its ``value`` is the HTML).
     """
     import ipywidgets as widgets
@@ -349,12 +390,17 @@ def credit_browser(rows: Sequence[Sequence[str]], credit: dict[str, Any], *, res
     pick.observe(redraw, names="value")
     chosen.observe(redraw, names="value")
     redraw()
-    return noted_box("VBox", [widgets.HBox([pick, chosen], layout=widgets.Layout(flex_flow="row wrap")), heatmap])
+    keep = response_mask[row]
+    start = token_heatmap_figure(list(rows[row]), credit[mode][row][keep], vmax=scale, title=f"{names[row]}, {mode}",
+                                 error_mask=None if error_mask is None else error_mask[row][keep])
+    return noted_box("VBox", [widgets.HBox([pick, chosen], layout=widgets.Layout(flex_flow="row wrap")), heatmap],
+                     static_png=figure_png(start))
 
 
 def credit_modes_figure(tokens: Sequence[str], values_by_mode: dict[str, Any], *, error_mask: Any = None,
-                        vmax: float | None = None, line_chars: int = 30):
-    """One :func:`token_heatmap_figure` per credit mode, stacked, on one shared colour scale.
+                        vmax: float | None = None, line_chars: int = 30, ncols: int | None = None):
+    """One :func:`token_heatmap_figure` per credit mode, on one shared colour scale, in a grid of ``ncols``
+    columns (default: one column for up to three modes, else two, so that four or six modes fit a screen).
 
     ``values_by_mode`` maps a mode name to the per-token values of the same response (``len(tokens)`` each).
     Returns a matplotlib ``Figure``.
@@ -364,11 +410,19 @@ def credit_modes_figure(tokens: Sequence[str], values_by_mode: dict[str, Any], *
     check_type("values_by_mode", values_by_mode, dict)
     if not values_by_mode:
         raise ValueError("values_by_mode={} is empty; allowed: a dict of mode -> per-token values")
+    n = len(values_by_mode)
+    if ncols is None:
+        ncols = 1 if n <= 3 else 2
+    check_int("ncols", ncols, 1, n)
+    nrows = math.ceil(n / ncols)
     all_values = [v for vals in values_by_mode.values() for v in finite_numbers("values", vals)]
     scale = _auto_vmax(all_values, vmax)
     lines = 1 + sum(1 for t in tokens if str(t).endswith("\n")) + len("".join(map(str, tokens))) // line_chars
-    fig = Figure(figsize=(0.14 * line_chars + 2.0, len(values_by_mode) * (0.42 * lines + 0.5)), layout="constrained")
-    for ax, (mode, vals) in zip(fig.subplots(len(values_by_mode), 1, squeeze=False)[:, 0], values_by_mode.items()):
+    fig = Figure(figsize=(ncols * (0.14 * line_chars + 2.0), nrows * (0.42 * lines + 0.5)), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (mode, vals) in zip(axes, values_by_mode.items()):
         token_heatmap_figure(tokens, vals, error_mask=error_mask, vmax=scale, title=mode, line_chars=line_chars,
                              ax=ax)
+    for ax in axes[n:]:
+        ax.axis("off")
     return fig

@@ -10,10 +10,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from calgrpo_lib.viz import (  # noqa: E402
+    STATIC_CLASS,
     WIDGET_NOTE,
     credit_browser,
     credit_color,
     display_token,
+    figure_png,
+    noted_box,
     text_color,
     token_heatmap,
     token_heatmap_figure,
@@ -120,5 +123,34 @@ def test_credit_browser_redraws_the_picked_response_and_mode() -> None:
     assert heatmap.value != first and "wrong, sequence" in heatmap.value and "value=-1" not in heatmap.value
     pick.value = 0
     assert "right, sequence" in heatmap.value and heatmap.value.count("calgrpo-token") == 2  # padding left out
+    # its static image is the starting state (response 1 in cal_hybrid), not what the controls show now
+    again = credit_browser([["a", "b"], ["x", "y", "z"]], credit, response_mask=mask, error_mask=errors,
+                           labels=["right", "wrong"], row=0, mode="sequence")
+    assert browser.static_png[:4] == b"\x89PNG" and again.static_png != browser.static_png
     with pytest.raises(ValueError, match="mode='prefix' is not allowed; allowed: 'sequence', 'cal_hybrid'"):
         credit_browser([["a", "b"], ["x", "y", "z"]], credit, response_mask=mask, mode="prefix")
+
+
+def test_a_noted_box_displays_its_static_image_then_itself(monkeypatch) -> None:
+    import base64
+
+    import ipywidgets as widgets
+
+    shown: list[dict] = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs, raw=False: shown.extend(objs) if raw else None)
+    png = figure_png(token_heatmap_figure(TOKENS, VALUES, error_mask=ERROR))
+    box = noted_box("VBox", [widgets.Label("x")], static_png=png)
+    box._ipython_display_()  # what IPython calls to display it
+    static, live = shown
+    assert base64.b64decode(static["image/png"]) == png and set(static) == {"image/png", "text/plain"}
+    assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == box.model_id
+    assert live["text/plain"] == WIDGET_NOTE
+    # the hiding rule rides in a hidden last child, and targets this box's class
+    style = box.children[-1]
+    assert STATIC_CLASS in box._dom_classes and f".{STATIC_CLASS}" in style.value and style.layout.display == "none"
+    shown.clear()
+    plain = noted_box("HBox", [widgets.Label("y")])
+    plain._ipython_display_()
+    assert len(shown) == 1 and len(plain.children) == 1 and STATIC_CLASS not in plain._dom_classes
+    with pytest.raises(ValueError, match="static_png is str 'x.png'; allowed: the bytes of a PNG image"):
+        noted_box("HBox", [], static_png="x.png")

@@ -39,10 +39,11 @@ def test_advantage_bars_draws_the_given_values():
 
 def test_advantage_widget_recomputes_on_change():
     widget = advantage_widget([1.0, 0.0, 0.0, 0.0])
-    controls, image = widget.children
+    controls, image, _style = widget.children
     *sliders, use_std, std, eps, readout = controls.children
     assert readout.value == "<code>A = [+1.500, -0.500, -0.500, -0.500]</code>"
     first_png = image.value
+    assert widget.static_png == first_png  # the static image shows the starting state
     use_std.value = False  # mean-centring only
     assert readout.value == "<code>A = [+0.750, -0.250, -0.250, -0.250]</code>"
     sliders[1].value = 1.0
@@ -68,6 +69,16 @@ def test_credit_modes_figure_one_panel_per_mode():
     tokens = ["12", " +", " 5", "\n", "#### 17"]
     fig = credit_modes_figure(tokens, {"a": [0.0] * 5, "b": [-1.0, 0, 0, 0, 0.5]}, error_mask=[0, 1, 0, 0, 0])
     assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")] == ["a", "b"]
+    four = {m: [0.0, -1.0, 0, 0, 0.5] for m in "abcd"}  # four modes: a 2 x 2 grid, as tall as two stacked panels
+    grid = credit_modes_figure(tokens, four, error_mask=[0, 1, 0, 0, 0])
+    panels = [ax for ax in grid.axes if ax.get_title(loc="left")]
+    corners = [(round(ax.get_position().x0, 2), round(ax.get_position().y0, 2)) for ax in panels]
+    assert len({x for x, _ in corners}) == 2 == len({y for _, y in corners})
+    height = fig.get_size_inches()[1]
+    assert grid.get_size_inches()[1] == pytest.approx(height)
+    assert credit_modes_figure(tokens, four, ncols=1).get_size_inches()[1] == pytest.approx(2 * height)
+    with pytest.raises(ValueError, match="ncols=5 is out of range"):
+        credit_modes_figure(tokens, four, ncols=5)
     with pytest.raises(ValueError, match="values_by_mode=\\{\\} is empty"):
         credit_modes_figure(tokens, {})
 
