@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .validation import check_float, check_int, check_type
-from .viz import as_list, credit_color, figure_png, finite_numbers, noted_box
+from .viz import as_list, credit_color, figure_png, finite_numbers
+from .widget_boxes import noted_box
 
 __all__ = ["advantage_bars", "advantage_widget", "aggregation_bars", "surrogate_curves"]
 

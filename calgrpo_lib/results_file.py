@@ -80,15 +80,23 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def find_results(path: str | os.PathLike, start: str | os.PathLike | None = None) -> Path | None:
-    """``path`` if it is a file; a relative ``path`` is looked up from ``start`` (default: the current directory)
-    and then its parent (a notebook runs in ``notebooks/``, the results lie at the repository root). ``None`` if
-    neither holds it."""
+    """``path`` if it is a file; a relative ``path`` is looked up from ``start`` (default: the current directory),
+    then its parent (a notebook runs in ``notebooks/``, the results lie at the repository root), then, for a path
+    under ``results/``, among the published results that come with the package (the repository's ``results/*.json``
+    are ``calgrpo_lib/results/`` in a wheel: an install outside the repository, such as Colab's, has them too).
+    ``None`` if none holds it."""
+    from importlib.resources import files
+
     check_type("path", path, (str, os.PathLike))
     path = Path(path)
     if path.is_absolute():
         return path if path.is_file() else None
     base = Path(start) if start is not None else Path.cwd()
-    return next((c for c in (base / path, base.parent / path) if c.is_file()), None)
+    found = next((c for c in (base / path, base.parent / path) if c.is_file()), None)
+    if found is None and len(path.parts) == 2 and path.parts[0] == "results":
+        packaged = files("calgrpo_lib").joinpath("results", path.name)
+        found = Path(str(packaged)) if packaged.is_file() else None
+    return found
 
 
 def select_conditions(results: dict[str, Any], names: list[str]) -> dict[str, Any]:

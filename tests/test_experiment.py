@@ -197,6 +197,15 @@ def test_an_interrupted_experiment_keeps_the_finished_runs(tmp_path, monkeypatch
     assert find_results("r.json", start=tmp_path) == out
     assert find_results("r.json", start=tmp_path / "notebooks") == out  # a notebook looks one folder up too
     assert find_results("missing.json", start=tmp_path) is None
+    # outside the repository: a path under results/ falls back to the copy that comes with the package
+    package = tmp_path / "site-packages" / "calgrpo_lib"
+    (package / "results").mkdir(parents=True)
+    (package / "results" / "published.json").write_text("{}")
+    monkeypatch.setattr("importlib.resources.files", lambda name: package if name == "calgrpo_lib" else None)
+    published = package / "results" / "published.json"
+    assert find_results("results/published.json", start=tmp_path / "elsewhere") == published
+    assert find_results("published.json", start=tmp_path / "elsewhere") is None  # only paths under results/
+    assert find_results("results/missing.json", start=tmp_path / "elsewhere") is None
 
 
 def test_cli_prints_the_tables_and_saves_the_figures(tmp_path, monkeypatch, capsys):

@@ -10,19 +10,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from calgrpo_lib.viz import (  # noqa: E402
-    STATIC_CLASS,
-    WIDGET_NOTE,
     credit_browser,
     credit_color,
     display_token,
     figure_png,
-    noted_box,
     text_color,
     token_heatmap,
     token_heatmap_figure,
     token_heatmap_html,
     token_matrix_figure,
 )
+from calgrpo_lib.widget_boxes import STATIC_CLASS, WIDGET_NOTE, noted_box  # noqa: E402
 
 TOKENS = ["12", " +", " 5", " =", " 18", "\n", "<eos>"]
 VALUES = [0.0, 0.0, 0.0, -0.5, -1.0, None, float("nan")]

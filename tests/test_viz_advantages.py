@@ -6,7 +6,8 @@ import torch
 
 from calgrpo_lib.advantage_plots import advantage_bars, advantage_widget, aggregation_bars
 from calgrpo_lib.tables import format_table
-from calgrpo_lib.viz import WIDGET_NOTE, credit_modes_figure
+from calgrpo_lib.viz import credit_modes_figure
+from calgrpo_lib.widget_boxes import WIDGET_NOTE
 
 
 def test_format_table_by_hand():

@@ -25,7 +25,7 @@ import nbformat
 import pytest
 from conftest import ROOT
 
-from calgrpo_lib.viz import STATIC_CLASS, WIDGET_NOTE
+from calgrpo_lib.widget_boxes import STATIC_CLASS, WIDGET_NOTE
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 VIEW = "application/vnd.jupyter.widget-view+json"
