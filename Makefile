@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.calgrpo-installed
 DATA_DIR ?= $(firstword $(CALGRPO_DATA_DIR) $(wildcard ../shared/data))
 
-.PHONY: setup lab test lint train experiment experiment-v2 clean
+.PHONY: setup lab test lint train experiment experiment-v2 colab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ experiment: setup
 # steps, two at a time; results/experiment_v2.json. Resumable run by run: the same command continues where it stopped.
 experiment-v2: setup
 	$(BIN)/python -m calgrpo_lib.experiment --grid v2 --jobs 2 $(EXPERIMENT_ARGS)
+
+# Open-in-Colab badges and the Colab install cell in every notebook and the README, from the repository's GitHub
+# address (kept in pyproject.toml's [project.urls] Repository; REPO=OWNER/NAME sets it). Re-execute the notebooks after.
+REPO ?=
+colab: setup
+	$(BIN)/python -m calgrpo_lib.colab $(if $(REPO),--repo $(REPO),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

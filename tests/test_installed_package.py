@@ -1,8 +1,9 @@
-"""The package as a user outside the repository gets it (Colab, a plain ``pip install``): built into a wheel from a
-copy of the repository, installed into a fresh virtual environment, and every notebook run from a folder of its own,
-against the installed copy.
+"""The package as a user outside the repository gets it (Colab, a plain ``pip install``): installed into a fresh
+virtual environment from a git copy of the repository with the requirement string the Colab install cell uses
+(``calgrpo[gemini] @ git+...@main``, :func:`calgrpo_lib.colab.install_spec`), and every notebook run from a folder of
+its own, against the installed copy.
 
-The fresh environment gets ``calgrpo`` from the wheel only; its dependencies are this environment's (a ``.pth``
+The fresh environment gets ``calgrpo`` from that install only; its dependencies are this environment's (a ``.pth``
 line after its own site-packages: no network, and no second copy of torch). Notebooks run in their CI setting
 (``CALGRPO_QUICK=1``).
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT
+
+from calgrpo_lib.colab import install_spec
 
 try:
     import tomllib
@@ -42,17 +45,20 @@ def test_every_package_of_calgrpo_lib_is_listed_in_pyproject() -> None:
 def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """(the fresh environment's python, the environment its notebooks run in)."""
     work = tmp_path_factory.mktemp("installed")
-    shutil.copytree(ROOT, work / "src", ignore=NOT_BUILT)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(work / "dist"), str(work / "src")], check=True, capture_output=True)
-    (wheel,) = (work / "dist").glob("calgrpo-*.whl")
+    src = work / "src"  # a git repository, as GitHub serves it: what is committed there is what pip builds
+    shutil.copytree(ROOT, src, ignore=NOT_BUILT)
+    git = ["git", "-C", str(src), "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(git + args, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(work / "venv")], check=True)
     python = work / "venv" / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     (site / "calgrpo_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True)
+    spec = install_spec(f"git+file://{src}@main")  # as on Colab, with a file address for GitHub's
+    run = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation",
+                          spec], capture_output=True, text=True)
+    assert run.returncode == 0, f"pip install {spec!r} failed:\n{run.stderr[-3000:]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHONPATH"))}
     env.update(CALGRPO_QUICK="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
                JUPYTER_DATA_DIR=str(work / "jupyter"), JUPYTER_CONFIG_DIR=str(work / "jupyter" / "config"),
@@ -60,7 +66,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return python, env
 
 
-def test_the_wheel_holds_the_package_its_data_and_the_published_results(installed) -> None:
+def test_the_install_holds_the_package_its_data_and_the_published_results(installed) -> None:
     python, env = installed
     probe = ("import calgrpo_lib, pathlib; root = pathlib.Path(calgrpo_lib.__file__).parent; print(root); "
              "from calgrpo_lib.results_file import find_results; print(find_results('results/experiment_v2.json')); "
@@ -68,7 +74,7 @@ def test_the_wheel_holds_the_package_its_data_and_the_published_results(installe
     out = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True, env=env,
                          cwd=python.parents[2]).stdout.split()
     root = Path(out[0])
-    assert root.is_relative_to(python.parents[1]) and not root.is_relative_to(ROOT)  # the wheel's copy
+    assert root.is_relative_to(python.parents[1]) and not root.is_relative_to(ROOT)  # the installed copy
     assert Path(out[1]) == root / "results" / "experiment_v2.json" and out[2] == "True"
 
 

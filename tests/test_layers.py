@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "loop": ("config", "memory", "preflight", "rollout", "checkpoints", "interrupts", "run_oracle", "scoring",
              "trainer", "metrics_log", "trl_engine"),
     "face": ("cli", "experiment", "viz", "widget_boxes", "advantage_plots", "curves", "tables", "exercises", "notebook",
-             "doctor", "reward_plots", "conditions", "results_file", "contrasts", "__main__"),
+             "doctor", "reward_plots", "conditions", "results_file", "contrasts", "colab", "__main__"),
 }
 MAX_LINES = 400
 MAX_ORACLE_MODULES = 17  # 12 + `__main__` (`evaluate`) + `backends` + `prm` (PRMs) + `cascade` + `noise`
