@@ -60,7 +60,7 @@ def repository_from_pyproject_text(text: str) -> str | None:
 def install_spec(url: str, extras: str = "gemini") -> str:
     """The PEP 508 direct reference pip accepts: ``calgrpo[extras] @ URL`` (``url`` like ``git+https://...git@main``).
 
-    Not the old ``git+https://...#egg=calgrpo[gemini]``: pip 25 and newer refuse an egg fragment with extras.
+    Not the old ``git+https://...#egg=calgrpo[gemini]``: current pip (26.x) refuses an egg fragment with extras.
     """
     return f"calgrpo[{extras}] @ {url}" if extras else f"calgrpo @ {url}"
 
