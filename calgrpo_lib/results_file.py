@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,6 @@ def find_results(path: str | os.PathLike, start: str | os.PathLike | None = None
     under ``results/``, among the published results that come with the package (the repository's ``results/*.json``
     are ``calgrpo_lib/results/`` in a wheel: an install outside the repository, such as Colab's, has them too).
     ``None`` if none holds it."""
-    from importlib.resources import files
-
     check_type("path", path, (str, os.PathLike))
     path = Path(path)
     if path.is_absolute():

@@ -201,7 +201,7 @@ def test_an_interrupted_experiment_keeps_the_finished_runs(tmp_path, monkeypatch
     package = tmp_path / "site-packages" / "calgrpo_lib"
     (package / "results").mkdir(parents=True)
     (package / "results" / "published.json").write_text("{}")
-    monkeypatch.setattr("importlib.resources.files", lambda name: package if name == "calgrpo_lib" else None)
+    monkeypatch.setattr("calgrpo_lib.results_file.files", lambda name: package if name == "calgrpo_lib" else None)
     published = package / "results" / "published.json"
     assert find_results("results/published.json", start=tmp_path / "elsewhere") == published
     assert find_results("published.json", start=tmp_path / "elsewhere") is None  # only paths under results/
