@@ -126,8 +126,8 @@ def set_repository(pyproject: str | Path, repo: str) -> bool:
     path, url = Path(pyproject), f"https://github.com/{parse_repo(repo)}"
     text = path.read_text()
     line = f'Repository = "{url}"'
-    if re.search(r"(?m)^\[project\.urls\]\s*$", text):
-        section = re.search(r"(?ms)^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text)
+    section = re.search(r"(?ms)^\[project\.urls\][ \t]*$(.*?)(?=^\[|\Z)", text)  # up to the next table
+    if section is not None:
         body = section.group(1)
         new_body = (re.sub(r'(?m)^Repository\s*=.*$', line, body) if re.search(r"(?m)^Repository\s*=", body)
                     else "\n" + line + body)
