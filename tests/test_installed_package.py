@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -22,11 +23,6 @@ import pytest
 from conftest import ROOT
 
 from calgrpo_lib.colab import install_spec
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # left out of the copy that is built: what the repository has beside the package
